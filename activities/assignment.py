@@ -1,0 +1,117 @@
+"""Assignment: claiming agents, releasing them, and draining the queue when capacity frees."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from db import assignment
+from db.assignment import AssignmentRefused, ClaimOutcome, Offer
+from domain.enums import Priority
+from domain.errors import AGENT_UNAVAILABLE, refuse
+from domain.tickets import OFFER_SIGNAL, AgentRef, AssignmentOffer, ticket_workflow_id
+
+# An offer not yet confirmed after this long is sent again by the scheduled dispatcher.
+STALE_OFFER_SECONDS = 30.0
+
+
+class ClaimBestRequest(BaseModel):
+    ticket_id: int
+    language: str
+    module: str
+    priority: Priority
+    home_region: str | None
+    at: datetime
+    queued_since: datetime
+    preferred_agent_id: str | None = None
+
+
+class ClaimAgentRequest(BaseModel):
+    ticket_id: int
+    agent_id: str
+    at: datetime
+
+
+class ReleaseRequest(BaseModel):
+    ticket_id: int
+    at: datetime
+
+
+class DispatchResult(BaseModel):
+    offered: int
+    resent: int
+
+
+async def deliver_offers(client: Client, pool: asyncpg.Pool, offers: list[Offer]) -> int:
+    """Tell each ticket workflow about its agent; give the slot back if the ticket is gone."""
+    delivered = 0
+    for offer in offers:
+        handle = client.get_workflow_handle(ticket_workflow_id(offer.ticket_id))
+        try:
+            await handle.signal(OFFER_SIGNAL, AssignmentOffer(**offer.model_dump()))
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            async with pool.acquire() as conn:
+                await assignment.withdraw_offer(conn, offer)
+            continue
+        async with pool.acquire() as conn:
+            await assignment.forget_offer(conn, offer.offer_id)
+        delivered += 1
+    return delivered
+
+
+async def run_dispatch(client: Client, pool: asyncpg.Pool, at: datetime) -> DispatchResult:
+    async with pool.acquire() as conn:
+        resend = await assignment.stale_offers(conn, STALE_OFFER_SECONDS)
+        offers = await assignment.dispatch_queue(conn, at)
+    await deliver_offers(client, pool, resend + offers)
+    return DispatchResult(offered=len(offers), resent=len(resend))
+
+
+class AssignmentActivities:
+    def __init__(self, pool: asyncpg.Pool, client: Client):
+        self.pool = pool
+        self.client = client
+
+    @activity.defn(name="claim_best_agent")
+    async def claim_best_agent(self, request: ClaimBestRequest) -> ClaimOutcome:
+        async with self.pool.acquire() as conn:
+            return await assignment.claim_best_agent(conn, **request.model_dump())
+
+    @activity.defn(name="claim_agent")
+    async def claim_agent(self, request: ClaimAgentRequest) -> AgentRef:
+        async with self.pool.acquire() as conn:
+            try:
+                agent, freed_another = await assignment.claim_agent(
+                    conn, ticket_id=request.ticket_id, agent_id=request.agent_id
+                )
+            except AssignmentRefused as refused:
+                raise refuse(AGENT_UNAVAILABLE, str(refused)) from None
+        if freed_another:
+            await run_dispatch(self.client, self.pool, request.at)
+        return agent
+
+    @activity.defn(name="release_agent")
+    async def release_agent(self, request: ReleaseRequest) -> str | None:
+        """Free the ticket's agent, then hand their slot to the queue at once."""
+        async with self.pool.acquire() as conn:
+            released = await assignment.release_agent(conn, request.ticket_id)
+        if released is not None:
+            await run_dispatch(self.client, self.pool, request.at)
+        return released
+
+    @activity.defn(name="decline_offer")
+    async def decline_offer(self, offer: AssignmentOffer) -> None:
+        """The ticket already had an agent when the offer arrived: return the offered slot."""
+        async with self.pool.acquire() as conn:
+            await assignment.withdraw_offer(conn, Offer(**offer.model_dump()))
+
+    @activity.defn(name="dispatch_queue")
+    async def dispatch_queue(self, at: datetime) -> DispatchResult:
+        return await run_dispatch(self.client, self.pool, at)

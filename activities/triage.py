@@ -1,0 +1,77 @@
+"""Triage: language, module and priority for a new ticket, plus what the workflow needs next."""
+
+from __future__ import annotations
+
+import asyncpg
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.language import CONFIDENCE_THRESHOLD, LanguageDetectorService
+from db import directory
+from domain.enums import CustomerTier, Priority
+from domain.sla import SlaTargets
+from domain.triage import classify_module, decide_priority
+
+
+class TriageRequest(BaseModel):
+    ticket_id: int
+    customer_id: str
+    subject: str
+    body: str
+    declared_priority: Priority | None = None
+
+
+class TriageResult(BaseModel):
+    language: str
+    language_confidence: float
+    language_uncertain: bool
+    language_method: str
+    module: str
+    module_keywords: list[str]
+    priority: Priority
+    priority_reasons: list[str]
+    customer_tier: CustomerTier
+    home_region: str | None
+    policies: dict[Priority, SlaTargets]
+
+
+class TriageActivities:
+    def __init__(self, pool: asyncpg.Pool, detector: LanguageDetectorService):
+        self.pool = pool
+        self.detector = detector
+
+    @activity.defn(name="triage_ticket")
+    async def triage_ticket(self, request: TriageRequest) -> TriageResult:
+        async with self.pool.acquire() as conn:
+            customer = await directory.get_customer(conn, request.customer_id)
+            if customer is None:
+                raise ApplicationError(
+                    f"customer {request.customer_id!r} does not exist",
+                    type="UnknownCustomer",
+                    non_retryable=True,
+                )
+            taxonomy = await directory.list_modules(conn)
+            policies = await directory.sla_policies(conn)
+        if len(policies) != len(Priority):
+            raise ApplicationError("sla_policies must define P1..P4", type="IncompleteSlaPolicy")
+
+        text = f"{request.subject}\n{request.body}"
+        detected = self.detector.detect(text)
+        uncertain = detected is None or detected.confidence < CONFIDENCE_THRESHOLD
+        language = customer.language if uncertain else detected.code
+        module = classify_module(text, taxonomy)
+        decision = decide_priority(customer.tier, request.declared_priority, text)
+        return TriageResult(
+            language=language,
+            language_confidence=detected.confidence if detected else 0.0,
+            language_uncertain=uncertain,
+            language_method="customer profile" if uncertain else detected.method,
+            module=module.module,
+            module_keywords=module.matched,
+            priority=decision.priority,
+            priority_reasons=decision.reasons,
+            customer_tier=customer.tier,
+            home_region=customer.region_id,
+            policies=policies,
+        )

@@ -1,0 +1,68 @@
+"""The FastAPI application: `create_app()` for uvicorn, with injectable pool and client for tests."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+
+from api import directory, tickets
+from db.pool import create_pool
+from meridian import temporal
+from meridian.settings import Settings, get_settings
+
+
+def create_app(
+    settings: Settings | None = None, *, pool: asyncpg.Pool | None = None, client: Client | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned_pool = None
+        if pool is None:
+            if not settings.database_url:
+                raise RuntimeError("DATABASE_URL is not set (meridian dev sets it for you)")
+            owned_pool = await create_pool(settings.database_url)
+        app.state.settings = settings
+        app.state.pool = pool or owned_pool
+        app.state.client = client or await temporal.connect(settings)
+        try:
+            yield
+        finally:
+            if owned_pool is not None:
+                await owned_pool.close()
+
+    app = FastAPI(
+        title="Meridian",
+        version="0.1.0",
+        description="Follow-the-sun, multilingual technical support. Every ticket is a Temporal workflow.",
+        lifespan=lifespan,
+    )
+    app.include_router(tickets.router)
+    app.include_router(directory.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            async with request.app.state.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+            checks["database"] = "ok"
+        except (OSError, asyncpg.PostgresError) as err:
+            checks["database"] = f"error: {err}"
+        try:
+            await request.app.state.client.service_client.check_health()
+            checks["temporal"] = "ok"
+        except Exception as err:  # any failure to reach Temporal means unhealthy, whatever its type
+            checks["temporal"] = f"error: {err}"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503
+        )
+
+    return app

@@ -1,0 +1,224 @@
+"""A ticket's state, its timeline events, and the messages the API sends its workflow.
+
+Everything here is built inside workflow code too, so no field has a clock or random default:
+callers pass times and ids in.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from domain.enums import ActorType, CustomerTier, Priority, TicketStatus
+from domain.lifecycle import LifecyclePolicy
+from domain.sla import SlaClock, SlaClockState, SlaTarget, SlaTargets
+
+MAX_BODY_CHARS = 20_000
+MAX_SUBJECT_CHARS = 300
+
+
+class Actor(BaseModel):
+    type: ActorType
+    id: str | None = None
+    name: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def system(cls, region: str | None = None) -> Actor:
+        return cls(type=ActorType.SYSTEM, id="meridian", name="Meridian", region=region)
+
+
+class TimelineEvent(BaseModel):
+    """One immutable line of a ticket's history. `seq` is dense per ticket, starting at 1."""
+
+    seq: int
+    at: datetime
+    kind: str
+    actor: Actor
+    region: str | None = None
+    internal: bool = False
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentRef(BaseModel):
+    id: str
+    name: str
+    region: str
+
+
+class SlaView(BaseModel):
+    """What the API shows of one SLA clock."""
+
+    target: SlaTarget
+    state: SlaClockState
+    due_at: datetime | None
+    target_minutes: float
+    elapsed_minutes: float
+
+
+class Survey(BaseModel):
+    sent_at: datetime | None = None
+    reminded_at: datetime | None = None
+    answered_at: datetime | None = None
+    expired_at: datetime | None = None
+    score: int | None = None
+    comment: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.answered_at is not None or self.expired_at is not None
+
+
+class TicketState(BaseModel):
+    """All a ticket workflow knows; carried whole through continue-as-new."""
+
+    ticket_id: int
+    customer_id: str
+    subject: str
+    channel: str
+    created_at: datetime
+    status: TicketStatus = TicketStatus.NEW
+    declared_priority: Priority | None = None
+    language: str | None = None
+    language_confidence: float | None = None
+    module: str | None = None
+    priority: Priority | None = None
+    customer_tier: CustomerTier | None = None
+    home_region: str | None = None
+    region: str | None = None
+    assignee: AgentRef | None = None
+    queued_since: datetime | None = None
+    policies: dict[Priority, SlaTargets] = Field(default_factory=dict)
+    clocks: dict[SlaTarget, SlaClock] = Field(default_factory=dict)
+    first_response_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    reopen_count: int = 0
+    survey: Survey = Field(default_factory=Survey)
+    next_seq: int = 1
+    revision: int = 0
+    recent_message_ids: list[str] = Field(default_factory=list)
+    pending_events: list[TimelineEvent] = Field(default_factory=list)
+
+
+class TicketSnapshot(BaseModel):
+    """The read-model row the workflow projects into PostgreSQL (`tickets`)."""
+
+    ticket_id: int
+    revision: int
+    status: TicketStatus
+    subject: str
+    customer_id: str
+    channel: str
+    language: str | None
+    language_confidence: float | None
+    module: str | None
+    priority: Priority | None
+    region: str | None
+    assignee_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    reopen_count: int
+    sla: list[SlaView]
+    sla_state: SlaClockState | None
+    csat_score: int | None
+    csat_comment: str | None
+
+
+class ProjectionBatch(BaseModel):
+    snapshot: TicketSnapshot
+    events: list[TimelineEvent]
+
+
+# --- What the API sends a ticket workflow -------------------------------------------------
+
+
+class TicketInput(BaseModel):
+    ticket_id: int
+    customer_id: str
+    subject: str = Field(max_length=MAX_SUBJECT_CHARS)
+    body: str = Field(max_length=MAX_BODY_CHARS)
+    channel: str = "api"
+    declared_priority: Priority | None = None
+    created_at: datetime
+    lifecycle: LifecyclePolicy = Field(default_factory=LifecyclePolicy)
+    state: TicketState | None = None
+
+
+class CustomerMessage(BaseModel):
+    message_id: str
+    body: str = Field(max_length=MAX_BODY_CHARS)
+    actor: Actor
+
+
+class AgentReply(BaseModel):
+    reply_id: str
+    agent: AgentRef
+    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
+    internal: bool = False
+    actor: Actor
+
+
+class ReplyAccepted(BaseModel):
+    seq: int
+    first_response: bool
+
+
+class StatusChange(BaseModel):
+    status: Literal[TicketStatus.OPEN, TicketStatus.PENDING_CUSTOMER]
+    reason: str | None = None
+    actor: Actor
+
+
+class AssignRequest(BaseModel):
+    agent_id: str
+    reason: str | None = None
+    actor: Actor
+
+
+class PriorityChange(BaseModel):
+    priority: Priority
+    reason: str | None = None
+    actor: Actor
+
+
+class ResolveRequest(BaseModel):
+    resolution: str | None = Field(default=None, max_length=MAX_BODY_CHARS)
+    actor: Actor
+
+
+class ReopenRequest(BaseModel):
+    reason: str | None = None
+    actor: Actor
+
+
+class CsatAnswer(BaseModel):
+    score: int = Field(ge=1, le=5)
+    comment: str | None = Field(default=None, max_length=5_000)
+    actor: Actor
+
+
+class AssignmentOffer(BaseModel):
+    """Sent by the dispatcher after it claimed an agent for a queued ticket."""
+
+    offer_id: str
+    ticket_id: int
+    agent: AgentRef
+
+
+class TicketOutcome(BaseModel):
+    ticket_id: int
+    status: TicketStatus
+    csat_score: int | None
+
+
+OFFER_SIGNAL = "offer_assignment"
+
+
+def ticket_workflow_id(ticket_id: int) -> str:
+    return f"ticket-{ticket_id}"

@@ -1,0 +1,143 @@
+"""Demo directory: three regions, a dozen agents with languages, skills and shifts, a few customers.
+
+Loaded by `meridian dev` (idempotently) so a fresh install has someone to route tickets to.
+The shifts cover every hour of every day: day shifts in each region plus weekend and late cover.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+
+import asyncpg
+
+from db import directory
+from domain.directory import AgentFields, CustomerFields, Region
+from domain.enums import CustomerTier, LanguageLevel
+from domain.routing import AgentLanguage, Shift
+
+REGIONS = [
+    Region(id="americas", name="Americas", timezone="America/New_York"),
+    Region(id="emea", name="EMEA", timezone="Europe/Dublin"),
+    Region(id="apac", name="APAC", timezone="Asia/Singapore"),
+]
+
+WEEKDAYS = Shift(days=[1, 2, 3, 4, 5], start=time(8), end=time(17))
+EVERY_DAY_ALL_DAY = Shift(days=[1, 2, 3, 4, 5, 6, 7], start=time(0), end=time(0))
+NIGHTS = Shift(days=[1, 2, 3, 4, 5, 6, 7], start=time(17), end=time(8))
+
+N, F = LanguageLevel.NATIVE, LanguageLevel.FLUENT
+ALL_MODULES = ["general", "authentication", "billing", "api", "mobile", "video", "database", "networking"]
+
+
+def _agent(
+    name: str,
+    region: str,
+    languages: dict[str, LanguageLevel],
+    skills: dict[str, int],
+    shift: Shift = WEEKDAYS,
+    capacity: int = 5,
+) -> AgentFields:
+    return AgentFields(
+        name=name,
+        email=f"{name.split()[0].lower()}@meridian.example",
+        region_id=region,
+        languages=[AgentLanguage(code=c, level=lvl) for c, lvl in languages.items()],
+        skills=skills,
+        capacity=capacity,
+        shift=shift,
+    )
+
+
+AGENTS = {
+    "ana": _agent(
+        "Ana Souza", "americas", {"pt": N, "es": F, "en": F}, {"billing": 4, "general": 3, "mobile": 3}
+    ),
+    "mateo": _agent("Mateo García", "americas", {"es": N, "en": F}, {"api": 4, "database": 3, "general": 3}),
+    "olivia": _agent(
+        "Olivia Brown", "americas", {"en": N, "fr": F}, {"authentication": 5, "networking": 4, "general": 4}
+    ),
+    "sam": _agent(
+        "Sam Rivera", "americas", {"en": N, "es": N}, dict.fromkeys(ALL_MODULES, 3), shift=NIGHTS, capacity=8
+    ),
+    "lena": _agent("Lena Fischer", "emea", {"de": N, "en": F}, {"database": 5, "api": 3, "general": 3}),
+    "camille": _agent(
+        "Camille Martin", "emea", {"fr": N, "en": F, "es": F}, {"billing": 4, "video": 3, "general": 3}
+    ),
+    "liam": _agent("Liam O'Brien", "emea", {"en": N}, {"networking": 5, "authentication": 3, "general": 4}),
+    "sofia": _agent(
+        "Sofia Rossi",
+        "emea",
+        {"en": F, "es": F, "pt": F, "fr": F, "de": F},
+        dict.fromkeys(ALL_MODULES, 3),
+        shift=EVERY_DAY_ALL_DAY,
+        capacity=10,
+    ),
+    "kenji": _agent("Kenji Tanaka", "apac", {"ja": N, "en": F}, {"video": 5, "mobile": 4, "general": 3}),
+    "wei": _agent("Wei Zhang", "apac", {"zh": N, "en": F}, {"api": 4, "mobile": 4, "general": 3}),
+    "minjun": _agent(
+        "Min-jun Kim", "apac", {"ko": N, "en": F, "ja": F}, {"authentication": 4, "database": 3, "general": 3}
+    ),
+    "priya": _agent(
+        "Priya Nair",
+        "apac",
+        {"en": N, "zh": F, "ja": F, "ko": F},
+        dict.fromkeys(ALL_MODULES, 3),
+        shift=EVERY_DAY_ALL_DAY,
+        capacity=10,
+    ),
+}
+
+CUSTOMERS = {
+    "acme": CustomerFields(
+        name="Acme Corp",
+        email="it@acme.example",
+        tier=CustomerTier.ENTERPRISE,
+        language="en",
+        region_id="americas",
+    ),
+    "globex-es": CustomerFields(
+        name="Globex España",
+        email="soporte@globex.example",
+        tier=CustomerTier.BUSINESS,
+        language="es",
+        region_id="emea",
+    ),
+    "sakura": CustomerFields(
+        name="Sakura Media",
+        email="ops@sakura.example",
+        tier=CustomerTier.ENTERPRISE,
+        language="ja",
+        region_id="apac",
+    ),
+    "hanbit": CustomerFields(
+        name="Hanbit Games",
+        email="dev@hanbit.example",
+        tier=CustomerTier.STANDARD,
+        language="ko",
+        region_id="apac",
+    ),
+    "dragon": CustomerFields(
+        name="Dragon Pay",
+        email="tech@dragonpay.example",
+        tier=CustomerTier.BUSINESS,
+        language="zh",
+        region_id="apac",
+    ),
+    "nordwind": CustomerFields(
+        name="Nordwind GmbH",
+        email="it@nordwind.example",
+        tier=CustomerTier.STANDARD,
+        language="de",
+        region_id="emea",
+    ),
+}
+
+
+async def load_demo_directory(conn: asyncpg.Connection) -> None:
+    async with conn.transaction():
+        for region in REGIONS:
+            await directory.upsert_region(conn, region)
+        for agent_id, fields in AGENTS.items():
+            await directory.upsert_agent(conn, agent_id, fields)
+        for customer_id, fields in CUSTOMERS.items():
+            await directory.upsert_customer(conn, customer_id, fields)

@@ -1,0 +1,57 @@
+"""Process configuration, read from the environment (and `.meridian/env` written by `meridian dev`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.lifecycle import LifecyclePolicy
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MERIDIAN_", extra="ignore", env_ignore_empty=True)
+
+    # Unprefixed names are the ones every Temporal and PostgreSQL tool already understands.
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field(default="default", validation_alias="TEMPORAL_NAMESPACE")
+
+    task_queue: str = "meridian-tickets"
+    state_dir: Path = Path(".meridian")
+    admin_token: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    log_level: str = "INFO"
+
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+    # Lifecycle timings handed to each new ticket workflow (ISO 8601 durations or seconds).
+    csat_delay: timedelta = timedelta(hours=1)
+    csat_reminder_after: timedelta = timedelta(hours=24)
+    csat_expires_after: timedelta = timedelta(hours=72)
+    reopen_window: timedelta = timedelta(days=3)
+    sla_warning_ratio: float = Field(default=0.75, gt=0, lt=1)
+    dispatch_interval: timedelta = timedelta(minutes=1)
+
+    languages: list[str] = ["en", "es", "pt", "fr", "de", "zh", "ja", "ko"]
+
+    def lifecycle(self) -> LifecyclePolicy:
+        return LifecyclePolicy(
+            csat_delay=self.csat_delay,
+            csat_reminder_after=self.csat_reminder_after,
+            csat_expires_after=self.csat_expires_after,
+            reopen_window=self.reopen_window,
+            sla_warning_ratio=self.sla_warning_ratio,
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,91 @@
+"""Connecting to Temporal, registering what Meridian needs there, and starting ticket workflows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import structlog
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
+
+from domain.tickets import TicketInput, ticket_workflow_id
+from meridian.settings import Settings
+from workflows import search_attributes as sa
+
+log = structlog.get_logger(__name__)
+
+HOUSEKEEPING_SCHEDULE_ID = "meridian-housekeeping"
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        settings.temporal_address or f"127.0.0.1:{settings.temporal_port}",
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+    )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register Meridian's search attributes if the cluster lacks them (the dev server gets them as flags)."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        for key in sa.ALL
+        if key.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+        log.info("search attributes registered", names=sorted(missing))
+
+
+async def ensure_housekeeping_schedule(client: Client, settings: Settings) -> None:
+    from workflows.housekeeping import HousekeepingWorkflow
+
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            HousekeepingWorkflow.run,
+            id="meridian-housekeeping-run",
+            task_queue=settings.task_queue,
+            execution_timeout=timedelta(minutes=5),
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.dispatch_interval)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(HOUSEKEEPING_SCHEDULE_ID, schedule)
+        log.info("housekeeping schedule created", every=str(settings.dispatch_interval))
+    except ScheduleAlreadyRunningError:
+        pass
+
+
+async def start_ticket_workflow(client: Client, task_queue: str, ticket: TicketInput) -> WorkflowHandle:
+    """Start the ticket's workflow; starting one that already runs is a no-op."""
+    from workflows.ticket import TicketWorkflow
+
+    return await client.start_workflow(
+        TicketWorkflow.run,
+        ticket,
+        id=ticket_workflow_id(ticket.ticket_id),
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )

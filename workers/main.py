@@ -1,0 +1,103 @@
+"""The Meridian worker: runs ticket workflows and every activity on one task queue.
+
+`build_worker` is shared by the `meridian worker` command and the tests, so both run the
+same registrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.assignment import AssignmentActivities
+from activities.intake import IntakeActivities
+from activities.language import LanguageDetectorService
+from activities.notifications import NotificationActivities
+from activities.projection import ProjectionActivities
+from activities.triage import TriageActivities
+from db.pool import create_pool
+from meridian import temporal
+from meridian.settings import Settings
+from workflows.housekeeping import HousekeepingWorkflow
+from workflows.ticket import TicketWorkflow
+
+log = structlog.get_logger(__name__)
+
+WORKFLOWS = [TicketWorkflow, HousekeepingWorkflow]
+
+
+@dataclass
+class WorkerDependencies:
+    pool: asyncpg.Pool
+    http: httpx.AsyncClient
+    detector: LanguageDetectorService
+
+
+def activities_for(client: Client, deps: WorkerDependencies, settings: Settings) -> list:
+    triage = TriageActivities(deps.pool, deps.detector)
+    assignment = AssignmentActivities(deps.pool, client)
+    projection = ProjectionActivities(deps.pool)
+    notifications = NotificationActivities(
+        deps.pool, deps.http, settings.webhook_url, settings.webhook_secret
+    )
+    intake = IntakeActivities(deps.pool, client, settings.task_queue, settings.lifecycle())
+    return [
+        triage.triage_ticket,
+        assignment.claim_best_agent,
+        assignment.claim_agent,
+        assignment.release_agent,
+        assignment.decline_offer,
+        assignment.dispatch_queue,
+        projection.project_ticket,
+        notifications.deliver_notification,
+        intake.start_unstarted_tickets,
+    ]
+
+
+@contextlib.asynccontextmanager
+async def worker_dependencies(settings: Settings, database_url: str) -> AsyncIterator[WorkerDependencies]:
+    detector = LanguageDetectorService(settings.languages)
+    # Loaded before polling so the first ticket does not pay for it.
+    await asyncio.to_thread(detector.warm_up)
+    pool = await create_pool(database_url)
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
+            yield WorkerDependencies(pool=pool, http=http, detector=detector)
+    finally:
+        await pool.close()
+
+
+def build_worker(client: Client, deps: WorkerDependencies, settings: Settings) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=activities_for(client, deps, settings),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set (meridian dev sets it for you)")
+    client = await temporal.connect(settings)
+    await temporal.ensure_search_attributes(client, settings.temporal_namespace)
+    await temporal.ensure_housekeeping_schedule(client, settings)
+    async with worker_dependencies(settings, settings.database_url) as deps:
+        worker = build_worker(client, deps, settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("worker started", task_queue=settings.task_queue)
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")

@@ -1,0 +1,37 @@
+"""Runs every minute from a Temporal Schedule: what no single ticket's event would trigger.
+
+Queued tickets wait for capacity; most capacity frees when another ticket is resolved or
+reassigned, and that path dispatches at once. Capacity that appears with the clock (a shift
+starting) has no such event, so this sweep catches it; it also resends assignment offers
+whose signal was lost and starts workflows for tickets whose start failed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.assignment import AssignmentActivities
+    from activities.intake import IntakeActivities
+
+
+class HousekeepingReport(BaseModel):
+    offered: int
+    resent: int
+    started: int
+
+
+@workflow.defn(name="HousekeepingWorkflow")
+class HousekeepingWorkflow:
+    @workflow.run
+    async def run(self) -> HousekeepingReport:
+        started = await workflow.execute_activity_method(
+            IntakeActivities.start_unstarted_tickets, start_to_close_timeout=timedelta(seconds=60)
+        )
+        dispatched = await workflow.execute_activity_method(
+            AssignmentActivities.dispatch_queue, workflow.now(), start_to_close_timeout=timedelta(seconds=60)
+        )
+        return HousekeepingReport(offered=dispatched.offered, resent=dispatched.resent, started=started)

@@ -1,0 +1,708 @@
+"""One workflow per ticket: triage, assignment, SLA clocks, conversation, CSAT, close.
+
+The workflow is the only writer of a ticket after creation. Every change appends timeline
+events to `state.pending_events`; `_flush` projects them with a snapshot into PostgreSQL in
+one activity, so readers never see a state without the events that led to it.
+
+The main loop sleeps until the next due instant (an SLA warning or breach, a survey step, the
+close) or until a handler changes something, then re-evaluates. Deadlines are derived from
+state, never stored as timers, so a pause or a priority change simply moves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.assignment import (
+        AssignmentActivities,
+        ClaimAgentRequest,
+        ClaimBestRequest,
+        ReleaseRequest,
+    )
+    from activities.notifications import NotificationActivities
+    from activities.projection import ProjectionActivities
+    from activities.triage import TriageActivities, TriageRequest
+    from domain.enums import TicketStatus
+    from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE, refuse
+    from domain.notifications import Notification
+    from domain.sla import SlaClock, SlaTarget, worst_state
+    from domain.tickets import (
+        OFFER_SIGNAL,
+        Actor,
+        AgentRef,
+        AgentReply,
+        AssignmentOffer,
+        AssignRequest,
+        CsatAnswer,
+        CustomerMessage,
+        PriorityChange,
+        ProjectionBatch,
+        ReopenRequest,
+        ReplyAccepted,
+        ResolveRequest,
+        SlaView,
+        StatusChange,
+        Survey,
+        TicketInput,
+        TicketOutcome,
+        TicketSnapshot,
+        TicketState,
+        TimelineEvent,
+    )
+    from workflows import search_attributes as sa
+
+DB_TIMEOUT = timedelta(seconds=30)
+TRIAGE_TIMEOUT = timedelta(seconds=60)
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=10,
+)
+# Ids of messages, replies and offers remembered to drop duplicates.
+REMEMBERED_IDS = 100
+OPEN_STATES = (TicketStatus.QUEUED, TicketStatus.OPEN, TicketStatus.PENDING_CUSTOMER)
+
+
+@workflow.defn(name="TicketWorkflow")
+class TicketWorkflow:
+    @workflow.init
+    def __init__(self, input: TicketInput) -> None:
+        self.lifecycle = input.lifecycle
+        self.s = input.state or TicketState(
+            ticket_id=input.ticket_id,
+            customer_id=input.customer_id,
+            subject=input.subject,
+            channel=input.channel,
+            created_at=input.created_at,
+            declared_priority=input.declared_priority,
+            next_seq=2,  # the API wrote event 1 ('created') with the ticket row
+        )
+        self.lock = asyncio.Lock()
+        self.dirty = input.state is None
+        self.offers: list[AssignmentOffer] = []
+        self.deliveries: set[asyncio.Task[None]] = set()
+        self.published: dict[str, str | None] = {}
+
+    # --- the main loop --------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: TicketInput) -> TicketOutcome:
+        if input.state is None:
+            async with self.lock:
+                await self._triage(input.body)
+                await self._assign(preferred=None)
+        while True:
+            async with self.lock:
+                self._process_due()
+                await self._process_offers()
+                await self._flush()
+            if self.s.status is TicketStatus.CLOSED:
+                break
+            if workflow.info().is_continue_as_new_suggested():
+                await self._quiesce()
+                workflow.continue_as_new(
+                    TicketInput(
+                        ticket_id=self.s.ticket_id,
+                        customer_id=self.s.customer_id,
+                        subject=self.s.subject,
+                        body="",
+                        channel=self.s.channel,
+                        created_at=self.s.created_at,
+                        lifecycle=self.lifecycle,
+                        state=self.s,
+                    )
+                )
+            await self._sleep_until_due()
+        await self._quiesce()
+        return TicketOutcome(ticket_id=self.s.ticket_id, status=self.s.status, csat_score=self.s.survey.score)
+
+    async def _quiesce(self) -> None:
+        """Let handlers and notification deliveries finish, then write what they recorded."""
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self.deliveries)
+        async with self.lock:
+            await self._flush()
+
+    async def _sleep_until_due(self) -> None:
+        due = self._next_due()
+        woken = lambda: self.dirty or bool(self.offers) or bool(self.s.pending_events)  # noqa: E731
+        if due is None:
+            await workflow.wait_condition(woken)
+            return
+        delay = due - workflow.now()
+        if delay <= timedelta(0):
+            return
+        try:
+            await workflow.wait_condition(woken, timeout=delay)
+        except TimeoutError:
+            pass
+
+    def _next_due(self) -> datetime | None:
+        candidates: list[datetime] = []
+        ratio = self.lifecycle.sla_warning_ratio
+        for clock in self.s.clocks.values():
+            if clock.is_running and not clock.is_stopped:
+                if not clock.warning_sent:
+                    candidates.append(clock.warning_at(ratio))
+                if not clock.breach_sent:
+                    candidates.append(clock.due_at())
+        if self.s.status is TicketStatus.RESOLVED and self.s.resolved_at is not None:
+            candidates.extend(self._survey_deadlines())
+        return min(candidates) if candidates else None
+
+    def _survey_deadlines(self) -> list[datetime]:
+        survey, policy, resolved_at = self.s.survey, self.lifecycle, self.s.resolved_at
+        if survey.finished:
+            return [resolved_at + policy.reopen_window]
+        if survey.sent_at is None:
+            return [resolved_at + policy.csat_delay]
+        deadlines = [survey.sent_at + policy.csat_expires_after]
+        if survey.reminded_at is None:
+            deadlines.append(survey.sent_at + policy.csat_reminder_after)
+        return deadlines
+
+    def _process_due(self) -> None:
+        now = workflow.now()
+        ratio = self.lifecycle.sla_warning_ratio
+        for clock in self.s.clocks.values():
+            if not clock.is_running or clock.is_stopped:
+                continue
+            if not clock.warning_sent and now >= clock.warning_at(ratio):
+                clock.warning_sent = True
+                self._sla_event("sla_warning", clock)
+            if not clock.breach_sent and now >= clock.due_at():
+                clock.breach_sent = True
+                self._sla_event("sla_breached", clock)
+        if self.s.status is TicketStatus.RESOLVED:
+            self._process_survey(now)
+
+    def _process_survey(self, now: datetime) -> None:
+        survey, policy, resolved_at = self.s.survey, self.lifecycle, self.s.resolved_at
+        if survey.sent_at is None and not survey.finished and now >= resolved_at + policy.csat_delay:
+            survey.sent_at = now
+            self._event("csat_sent", Actor.system(self.s.region))
+            self._notify("csat_survey", "customer", self.s.customer_id, {"subject": self.s.subject})
+        elif survey.sent_at is not None and not survey.finished:
+            if now >= survey.sent_at + policy.csat_expires_after:
+                survey.expired_at = now
+                self._event("csat_expired", Actor.system(self.s.region), internal=True)
+            elif survey.reminded_at is None and now >= survey.sent_at + policy.csat_reminder_after:
+                survey.reminded_at = now
+                self._event("csat_reminder", Actor.system(self.s.region), internal=True)
+                self._notify("csat_reminder", "customer", self.s.customer_id, {"subject": self.s.subject})
+        if survey.finished and now >= resolved_at + policy.reopen_window:
+            self.s.status = TicketStatus.CLOSED
+            self.s.closed_at = now
+            self._event("closed", Actor.system(self.s.region))
+
+    # --- stages ---------------------------------------------------------------------------
+
+    async def _triage(self, body: str) -> None:
+        result = await workflow.execute_activity_method(
+            TriageActivities.triage_ticket,
+            TriageRequest(
+                ticket_id=self.s.ticket_id,
+                customer_id=self.s.customer_id,
+                subject=self.s.subject,
+                body=body,
+                declared_priority=self.s.declared_priority,
+            ),
+            start_to_close_timeout=TRIAGE_TIMEOUT,
+        )
+        s = self.s
+        s.language, s.language_confidence = result.language, result.language_confidence
+        s.module, s.priority = result.module, result.priority
+        s.customer_tier, s.home_region, s.region = (
+            result.customer_tier,
+            result.home_region,
+            result.home_region,
+        )
+        s.policies = result.policies
+        targets = s.policies[s.priority]
+        s.clocks = {t: SlaClock.start(t, targets.budget(t), s.created_at) for t in SlaTarget}
+        self._event(
+            "triaged",
+            Actor.system(s.region),
+            internal=True,
+            data={
+                "language": s.language,
+                "language_confidence": s.language_confidence,
+                "language_uncertain": result.language_uncertain,
+                "language_method": result.language_method,
+                "module": s.module,
+                "module_keywords": result.module_keywords,
+                "priority": s.priority.value,
+                "priority_reasons": result.priority_reasons,
+                "customer_tier": result.customer_tier.value,
+            },
+        )
+
+    async def _assign(self, preferred: str | None) -> None:
+        s = self.s
+        now = workflow.now()
+        outcome = await workflow.execute_activity_method(
+            AssignmentActivities.claim_best_agent,
+            ClaimBestRequest(
+                ticket_id=s.ticket_id,
+                language=s.language,
+                module=s.module,
+                priority=s.priority,
+                home_region=s.home_region,
+                at=now,
+                queued_since=now,
+                preferred_agent_id=preferred,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+        if outcome.agent is not None:
+            self._take(outcome.agent, outcome.reason, Actor.system(s.region))
+        else:
+            s.status, s.queued_since = TicketStatus.QUEUED, now
+            self._event("queued", Actor.system(s.region), internal=True, data={"reason": outcome.reason})
+
+    def _take(self, agent: AgentRef, reason: str, actor: Actor) -> None:
+        s = self.s
+        previous = s.assignee
+        s.assignee, s.region, s.queued_since = agent, agent.region, None
+        if s.status in (TicketStatus.NEW, TicketStatus.QUEUED):
+            s.status = TicketStatus.OPEN
+        self._event(
+            "assigned",
+            actor,
+            internal=True,
+            data={
+                "agent_id": agent.id,
+                "agent_name": agent.name,
+                "agent_region": agent.region,
+                "reason": reason,
+                "previous_agent_id": previous.id if previous else None,
+            },
+        )
+        self._notify("ticket_assigned", "agent", agent.id, {"subject": s.subject, "priority": s.priority})
+
+    async def _process_offers(self) -> None:
+        while self.offers:
+            offer = self.offers.pop(0)
+            if self._seen(offer.offer_id):
+                continue
+            if self.s.assignee is not None and self.s.assignee.id == offer.agent.id:
+                continue
+            if self.s.status is TicketStatus.QUEUED:
+                self._take(
+                    offer.agent,
+                    f"capacity freed: {offer.agent.region}/{offer.agent.name}",
+                    Actor.system(offer.agent.region),
+                )
+            else:
+                await workflow.execute_activity_method(
+                    AssignmentActivities.decline_offer, offer, start_to_close_timeout=DB_TIMEOUT
+                )
+
+    async def _reopen(self, actor: Actor, reason: str | None) -> None:
+        s, now = self.s, workflow.now()
+        previous = s.assignee.id if s.assignee else None
+        s.reopen_count += 1
+        s.status, s.assignee, s.resolved_at, s.survey = TicketStatus.QUEUED, None, None, Survey()
+        s.clocks[SlaTarget.RESOLUTION].restart(now)
+        self._event("reopened", actor, data={"reason": reason, "reopen_count": s.reopen_count})
+        await self._assign(preferred=previous)
+
+    # --- handlers -------------------------------------------------------------------------
+
+    @workflow.signal(name="customer_message")
+    async def customer_message(self, message: CustomerMessage) -> None:
+        async with self.lock:
+            if self._seen(message.message_id):
+                return
+            s, now = self.s, workflow.now()
+            self._event(
+                "customer_message",
+                message.actor,
+                data={
+                    "message_id": message.message_id,
+                    "body": message.body,
+                    "after_close": s.status is TicketStatus.CLOSED,
+                },
+            )
+            if s.status is TicketStatus.RESOLVED and now < s.resolved_at + self.lifecycle.reopen_window:
+                await self._reopen(message.actor, "customer wrote again")
+            elif s.status is TicketStatus.PENDING_CUSTOMER:
+                self._set_status(TicketStatus.OPEN, message.actor, "customer replied")
+            if s.assignee is not None and s.status in OPEN_STATES:
+                self._notify("customer_message", "agent", s.assignee.id, {"message_id": message.message_id})
+
+    @workflow.signal(name=OFFER_SIGNAL)
+    def offer_assignment(self, offer: AssignmentOffer) -> None:
+        self.offers.append(offer)
+
+    @workflow.update(name="reply")
+    async def reply(self, reply: AgentReply) -> ReplyAccepted:
+        async with self.lock:
+            self._check_reply(reply)
+            s, now = self.s, workflow.now()
+            seq = self._event(
+                "internal_note" if reply.internal else "agent_reply",
+                reply.actor,
+                internal=reply.internal,
+                data={
+                    "reply_id": reply.reply_id,
+                    "body": reply.body,
+                    "agent_id": reply.agent.id,
+                    "agent_name": reply.agent.name,
+                },
+            )
+            first = False
+            clock = s.clocks.get(SlaTarget.FIRST_RESPONSE)
+            if not reply.internal and clock is not None and not clock.is_stopped:
+                clock.stop(now)
+                s.first_response_at, first = now, True
+            await self._flush()
+            return ReplyAccepted(seq=seq, first_response=first)
+
+    @reply.validator
+    def _validate_reply(self, reply: AgentReply) -> None:
+        self._check_reply(reply)
+
+    def _check_reply(self, reply: AgentReply) -> None:
+        s = self.s
+        if s.status is TicketStatus.CLOSED:
+            raise refuse(INVALID_STATE, "the ticket is closed")
+        if reply.internal:
+            return
+        if s.status is TicketStatus.RESOLVED:
+            raise refuse(INVALID_STATE, "the ticket is resolved; reopen it before replying to the customer")
+        if s.assignee is None:
+            raise refuse(NOT_ASSIGNEE, "the ticket has no assignee yet; assign it before replying")
+        if reply.agent.id != s.assignee.id:
+            raise refuse(NOT_ASSIGNEE, f"only the assignee ({s.assignee.id}) may reply to the customer")
+
+    @workflow.update(name="set_status")
+    async def set_status(self, change: StatusChange) -> TicketStatus:
+        async with self.lock:
+            self._check_status(change)
+            self._set_status(change.status, change.actor, change.reason)
+            await self._flush()
+            return self.s.status
+
+    @set_status.validator
+    def _validate_status(self, change: StatusChange) -> None:
+        self._check_status(change)
+
+    def _check_status(self, change: StatusChange) -> None:
+        if self.s.status not in (TicketStatus.OPEN, TicketStatus.PENDING_CUSTOMER):
+            raise refuse(INVALID_STATE, f"the status of a {self.s.status.value} ticket cannot be set by hand")
+        if change.status is self.s.status:
+            raise refuse(INVALID_STATE, f"the ticket is already {change.status.value}")
+
+    def _set_status(self, status: TicketStatus, actor: Actor, reason: str | None) -> None:
+        s, now = self.s, workflow.now()
+        previous, s.status = s.status, status
+        clock = s.clocks[SlaTarget.RESOLUTION]
+        if status is TicketStatus.PENDING_CUSTOMER:
+            clock.pause(now)
+        elif previous is TicketStatus.PENDING_CUSTOMER:
+            clock.resume(now)
+        self._event(
+            "status_changed", actor, data={"from": previous.value, "to": status.value, "reason": reason}
+        )
+
+    @workflow.update(name="assign")
+    async def assign(self, request: AssignRequest) -> AgentRef:
+        async with self.lock:
+            self._check_assign(request)
+            try:
+                agent = await workflow.execute_activity_method(
+                    AssignmentActivities.claim_agent,
+                    ClaimAgentRequest(
+                        ticket_id=self.s.ticket_id, agent_id=request.agent_id, at=workflow.now()
+                    ),
+                    start_to_close_timeout=DB_TIMEOUT,
+                )
+            except ActivityError as err:
+                raise _refusal_from(err) from None
+            self._take(agent, request.reason or "assigned by hand", request.actor)
+            await self._flush()
+            return agent
+
+    @assign.validator
+    def _validate_assign(self, request: AssignRequest) -> None:
+        self._check_assign(request)
+
+    def _check_assign(self, request: AssignRequest) -> None:
+        if self.s.status not in OPEN_STATES:
+            raise refuse(INVALID_STATE, f"a {self.s.status.value} ticket cannot be assigned")
+        if self.s.assignee is not None and self.s.assignee.id == request.agent_id:
+            raise refuse(INVALID_STATE, f"the ticket is already assigned to {request.agent_id}")
+
+    @workflow.update(name="change_priority")
+    async def change_priority(self, change: PriorityChange) -> list[SlaView]:
+        async with self.lock:
+            self._check_priority(change)
+            s, now = self.s, workflow.now()
+            previous, s.priority = s.priority, change.priority
+            for target, clock in s.clocks.items():
+                clock.retarget(
+                    s.policies[change.priority].budget(target), now, self.lifecycle.sla_warning_ratio
+                )
+            self._event(
+                "priority_changed",
+                change.actor,
+                internal=True,
+                data={
+                    "from": previous.value,
+                    "to": change.priority.value,
+                    "reason": change.reason,
+                },
+            )
+            await self._flush()
+            return self._sla_views(now)
+
+    @change_priority.validator
+    def _validate_priority(self, change: PriorityChange) -> None:
+        self._check_priority(change)
+
+    def _check_priority(self, change: PriorityChange) -> None:
+        if self.s.status not in OPEN_STATES:
+            raise refuse(INVALID_STATE, f"the priority of a {self.s.status.value} ticket cannot change")
+        if change.priority is self.s.priority:
+            raise refuse(INVALID_INPUT, f"the ticket is already {change.priority.value}")
+
+    @workflow.update(name="resolve")
+    async def resolve(self, request: ResolveRequest) -> TicketStatus:
+        async with self.lock:
+            self._check_resolve()
+            s, now = self.s, workflow.now()
+            for clock in s.clocks.values():
+                clock.stop(now)
+            s.status, s.resolved_at, s.survey = TicketStatus.RESOLVED, now, Survey()
+            self._event("resolved", request.actor, data={"resolution": request.resolution})
+            await workflow.execute_activity_method(
+                AssignmentActivities.release_agent,
+                ReleaseRequest(ticket_id=s.ticket_id, at=now),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+            await self._flush()
+            return s.status
+
+    @resolve.validator
+    def _validate_resolve(self, request: ResolveRequest) -> None:
+        self._check_resolve()
+
+    def _check_resolve(self) -> None:
+        if self.s.status not in OPEN_STATES:
+            raise refuse(INVALID_STATE, f"a {self.s.status.value} ticket cannot be resolved")
+
+    @workflow.update(name="reopen")
+    async def reopen(self, request: ReopenRequest) -> TicketStatus:
+        async with self.lock:
+            self._check_reopen()
+            await self._reopen(request.actor, request.reason)
+            await self._flush()
+            return self.s.status
+
+    @reopen.validator
+    def _validate_reopen(self, request: ReopenRequest) -> None:
+        self._check_reopen()
+
+    def _check_reopen(self) -> None:
+        s = self.s
+        if s.status is not TicketStatus.RESOLVED:
+            raise refuse(
+                INVALID_STATE, f"only a resolved ticket can be reopened; this one is {s.status.value}"
+            )
+        closes = s.resolved_at + self.lifecycle.reopen_window
+        if workflow.now() >= closes:
+            raise refuse(INVALID_STATE, f"the reopen window closed at {closes.isoformat()}")
+
+    @workflow.update(name="submit_csat")
+    async def submit_csat(self, answer: CsatAnswer) -> Survey:
+        async with self.lock:
+            self._check_csat()
+            survey = self.s.survey
+            survey.answered_at, survey.score, survey.comment = workflow.now(), answer.score, answer.comment
+            self._event(
+                "csat_received", answer.actor, data={"score": answer.score, "comment": answer.comment}
+            )
+            await self._flush()
+            return survey
+
+    @submit_csat.validator
+    def _validate_csat(self, answer: CsatAnswer) -> None:
+        self._check_csat()
+
+    def _check_csat(self) -> None:
+        s = self.s
+        if s.status is not TicketStatus.RESOLVED:
+            raise refuse(
+                INVALID_STATE, f"satisfaction is asked after resolution; this ticket is {s.status.value}"
+            )
+        if s.survey.answered_at is not None:
+            raise refuse(INVALID_STATE, "the survey was already answered")
+        if s.survey.expired_at is not None:
+            raise refuse(INVALID_STATE, "the survey has expired")
+
+    @workflow.query(name="state")
+    def state(self) -> TicketState:
+        return self.s
+
+    # --- bookkeeping ----------------------------------------------------------------------
+
+    def _seen(self, key: str) -> bool:
+        if key in self.s.recent_message_ids:
+            return True
+        self.s.recent_message_ids = [*self.s.recent_message_ids[-(REMEMBERED_IDS - 1) :], key]
+        return False
+
+    def _event(
+        self, kind: str, actor: Actor, *, internal: bool = False, data: dict[str, Any] | None = None
+    ) -> int:
+        seq = self.s.next_seq
+        self.s.next_seq += 1
+        self.s.pending_events.append(
+            TimelineEvent(
+                seq=seq,
+                at=workflow.now(),
+                kind=kind,
+                actor=actor,
+                region=actor.region or self.s.region,
+                internal=internal,
+                data=data or {},
+            )
+        )
+        self.dirty = True
+        return seq
+
+    def _sla_event(self, kind: str, clock: SlaClock) -> None:
+        s = self.s
+        data = {
+            "target": clock.target.value,
+            "due_at": clock.due_at().isoformat(),
+            "priority": s.priority.value,
+        }
+        self._event(kind, Actor.system(s.region), internal=True, data=data)
+        recipient = ("agent", s.assignee.id) if s.assignee else ("region", s.region)
+        self._notify(kind, recipient[0], recipient[1], data)
+
+    def _notify(self, kind: str, recipient_type: str, recipient_id: str | None, data: dict[str, Any]) -> None:
+        notification = Notification(
+            id=str(workflow.uuid4()),
+            ticket_id=self.s.ticket_id,
+            kind=kind,
+            recipient_type=recipient_type,
+            recipient_id=recipient_id,
+            at=workflow.now(),
+            data=data,
+        )
+        task = asyncio.create_task(self._deliver(notification))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
+
+    async def _deliver(self, notification: Notification) -> None:
+        try:
+            await workflow.execute_activity_method(
+                NotificationActivities.deliver_notification,
+                notification,
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            self._event(
+                "notification_failed",
+                Actor.system(self.s.region),
+                internal=True,
+                data={
+                    "notification_id": notification.id,
+                    "kind": notification.kind,
+                    "error": str(err.cause or err),
+                },
+            )
+
+    def _sla_views(self, now: datetime) -> list[SlaView]:
+        ratio = self.lifecycle.sla_warning_ratio
+        return [
+            SlaView(
+                target=target,
+                state=clock.state(now, ratio),
+                due_at=clock.due_at(),
+                target_minutes=clock.budget.total_seconds() / 60,
+                elapsed_minutes=round(clock.elapsed(now).total_seconds() / 60, 2),
+            )
+            for target, clock in self.s.clocks.items()
+        ]
+
+    def _snapshot(self, now: datetime) -> TicketSnapshot:
+        s = self.s
+        views = self._sla_views(now)
+        return TicketSnapshot(
+            ticket_id=s.ticket_id,
+            revision=s.revision,
+            status=s.status,
+            subject=s.subject,
+            customer_id=s.customer_id,
+            channel=s.channel,
+            language=s.language,
+            language_confidence=s.language_confidence,
+            module=s.module,
+            priority=s.priority,
+            region=s.region,
+            assignee_id=s.assignee.id if s.assignee else None,
+            created_at=s.created_at,
+            updated_at=now,
+            first_response_at=s.first_response_at,
+            resolved_at=s.resolved_at,
+            closed_at=s.closed_at,
+            reopen_count=s.reopen_count,
+            sla=views,
+            sla_state=worst_state([v.state for v in views]) if views else None,
+            csat_score=s.survey.score,
+            csat_comment=s.survey.comment,
+        )
+
+    async def _flush(self) -> None:
+        if not self.dirty and not self.s.pending_events:
+            return
+        now = workflow.now()
+        self.dirty = False
+        self.s.revision += 1
+        snapshot = self._snapshot(now)
+        events = list(self.s.pending_events)
+        self._publish_search_attributes(snapshot)
+        await workflow.execute_activity_method(
+            ProjectionActivities.project_ticket,
+            ProjectionBatch(snapshot=snapshot, events=events),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+        self.s.pending_events = self.s.pending_events[len(events) :]
+
+    def _publish_search_attributes(self, snapshot: TicketSnapshot) -> None:
+        wanted: dict[str, tuple[Any, str | None]] = {
+            sa.TICKET_STATUS.name: (sa.TICKET_STATUS, snapshot.status.value),
+            sa.REGION.name: (sa.REGION, snapshot.region),
+            sa.PRIORITY.name: (sa.PRIORITY, snapshot.priority.value if snapshot.priority else None),
+            sa.ASSIGNEE.name: (sa.ASSIGNEE, snapshot.assignee_id),
+            sa.LANGUAGE.name: (sa.LANGUAGE, snapshot.language),
+            sa.SLA_STATE.name: (sa.SLA_STATE, snapshot.sla_state.value if snapshot.sla_state else None),
+        }
+        updates = []
+        for name, (key, value) in wanted.items():
+            if name in self.published and self.published[name] == value:
+                continue
+            self.published[name] = value
+            updates.append(key.value_set(value) if value is not None else key.value_unset())
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+
+def _refusal_from(err: ActivityError) -> ApplicationError:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == AGENT_UNAVAILABLE:
+        return refuse(AGENT_UNAVAILABLE, cause.message)
+    return refuse(INVALID_STATE, f"the assignment could not be made: {cause or err}")
