@@ -61,15 +61,19 @@ class NotificationActivities:
                 await notifications.mark(conn, notification.id, "delivered")
             return "delivered"
         error = f"webhook answered {response.status_code}"
-        await self._failed(notification, error)
+        rejected = 400 <= response.status_code < 500 and response.status_code != 429
+        async with self.pool.acquire() as conn:
+            await notifications.mark(conn, notification.id, "failed" if rejected else "pending", error)
+        if rejected:
+            raise ApplicationError(error, type="WebhookRejected", non_retryable=True)
         if response.status_code == 429:
             retry_after = response.headers.get("Retry-After", "")
-            delay = timedelta(seconds=int(retry_after)) if retry_after.isdigit() else None
-            raise ApplicationError(error, type="WebhookRateLimited", next_retry_delay=delay)
-        if 400 <= response.status_code < 500:
-            async with self.pool.acquire() as conn:
-                await notifications.mark(conn, notification.id, "failed", error)
-            raise ApplicationError(error, type="WebhookRejected", non_retryable=True)
+            seconds = int(retry_after) if retry_after.isascii() and retry_after.isdigit() else None
+            raise ApplicationError(
+                error,
+                type="WebhookRateLimited",
+                next_retry_delay=timedelta(seconds=seconds) if seconds is not None else None,
+            )
         raise ApplicationError(error, type="WebhookUnavailable")
 
     async def _failed(self, notification: Notification, error: str) -> None:

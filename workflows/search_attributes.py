@@ -8,10 +8,10 @@ from __future__ import annotations
 from temporalio.common import SearchAttributeKey
 
 TICKET_STATUS = SearchAttributeKey.for_keyword("TicketStatus")
-REGION = SearchAttributeKey.for_keyword("Region")
-PRIORITY = SearchAttributeKey.for_keyword("Priority")
-ASSIGNEE = SearchAttributeKey.for_keyword("AssigneeId")
-LANGUAGE = SearchAttributeKey.for_keyword("Language")
-SLA_STATE = SearchAttributeKey.for_keyword("SlaState")
+REGION = SearchAttributeKey.for_keyword("TicketRegion")
+PRIORITY = SearchAttributeKey.for_keyword("TicketPriority")
+ASSIGNEE = SearchAttributeKey.for_keyword("TicketAssignee")
+LANGUAGE = SearchAttributeKey.for_keyword("TicketLanguage")
+SLA_STATE = SearchAttributeKey.for_keyword("TicketSlaState")
 
 ALL = [TICKET_STATUS, REGION, PRIORITY, ASSIGNEE, LANGUAGE, SLA_STATE]
