@@ -29,7 +29,7 @@ def _load_env_file(path: Path) -> None:
         return
     for line in path.read_text().splitlines():
         key, sep, value = line.partition("=")
-        if sep and key and key not in os.environ:
+        if sep and key and not os.environ.get(key):
             os.environ[key] = value
 
 
