@@ -146,15 +146,19 @@ async def apply_projection(conn: asyncpg.Connection, batch: ProjectionBatch) -> 
             s.csat_score,
             s.csat_comment,
         )
-        if s.priority is not None:
+        applied = result == "UPDATE 1"
+        if applied and s.priority is not None:
             await conn.execute(
                 "UPDATE ticket_queue SET priority = $2 WHERE ticket_id = $1", s.ticket_id, s.priority.value
             )
-        return result == "UPDATE 1"
+        return applied
 
 
 async def get_ticket(conn: asyncpg.Connection, ticket_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM tickets WHERE id = $1", ticket_id)
+
+
+_CURSOR_PRIORITIES = {"P1", "P2", "P3", "P4", "P9"}
 
 
 def encode_cursor(row: asyncpg.Record) -> str:
@@ -165,9 +169,12 @@ def encode_cursor(row: asyncpg.Record) -> str:
 def decode_cursor(cursor: str) -> tuple[str, datetime, int]:
     try:
         priority, created_at, ticket_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return str(priority), datetime.fromisoformat(created_at), int(ticket_id)
+        key = str(priority), datetime.fromisoformat(created_at), int(ticket_id)
     except (ValueError, TypeError) as exc:
         raise ValueError("cursor is not one this API returned") from exc
+    if key[0] not in _CURSOR_PRIORITIES or not 0 < key[2] < 2**63 or key[1].tzinfo is None:
+        raise ValueError("cursor is not one this API returned")
+    return key
 
 
 async def list_tickets(

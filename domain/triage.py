@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 from domain.enums import CustomerTier, Priority
 
 GENERAL_MODULE = "general"
+# Letters below this code point are Latin (Basic Latin to Latin Extended-B).
+LATIN_END = "\u0250"
 
 
 class ModuleDefinition(BaseModel):
@@ -29,9 +31,17 @@ class ModuleMatch(BaseModel):
 
 
 def fold(text: str) -> str:
-    """Lower-case and strip accents so 'Connexión' matches the keyword 'conexion'."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    """Lower-case and strip Latin accents so 'Connexión' matches the keyword 'conexion'.
+
+    Only marks on Latin letters go: in Japanese the voicing marks are part of the letter
+    (プ is not フ), and in Korean jamo must recombine into their syllables.
+    """
+    kept: list[str] = []
+    for ch in unicodedata.normalize("NFKD", text.casefold()):
+        if unicodedata.combining(ch) and kept and kept[-1] < LATIN_END:
+            continue
+        kept.append(ch)
+    return unicodedata.normalize("NFC", "".join(kept))
 
 
 def _contains(folded_text: str, keyword: str) -> bool:
