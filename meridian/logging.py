@@ -10,6 +10,7 @@ import logging
 import sys
 
 import structlog
+from temporalio import activity, workflow
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -37,6 +38,9 @@ def configure_logging(level: str = "INFO") -> None:
             ],
         )
     )
+    # The ids travel as structured fields (ExtraAdder), not appended to the message text.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -578,6 +578,10 @@ class TicketWorkflow:
             )
         )
         self.dirty = True
+        workflow.logger.info(
+            "timeline event",
+            extra={"ticket_id": self.s.ticket_id, "seq": seq, "kind": kind, "internal": internal},
+        )
         return seq
 
     def _sla_event(self, kind: str, clock: SlaClock) -> None:
