@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api import directory, tickets
+from api import calendars, directory, tickets
 from db.pool import create_pool
 from meridian import temporal
 from meridian.settings import Settings, get_settings
@@ -62,6 +62,7 @@ def create_app(
 
     app.include_router(tickets.router)
     app.include_router(directory.router)
+    app.include_router(calendars.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:
