@@ -35,11 +35,14 @@ class ClaimAgentRequest(BaseModel):
     ticket_id: int
     agent_id: str
     at: datetime
+    # Tickets started before the workflow dispatched on its own still ask the activity to.
+    dispatch: bool = True
 
 
 class ReleaseRequest(BaseModel):
     ticket_id: int
     at: datetime
+    dispatch: bool = True
 
 
 class DispatchResult(BaseModel):
@@ -93,7 +96,7 @@ class AssignmentActivities:
                 )
             except AssignmentRefused as refused:
                 raise refuse(AGENT_UNAVAILABLE, str(refused)) from None
-        if freed_another:
+        if freed_another and request.dispatch:
             await run_dispatch(self.client, self.pool, request.at)
         return agent
 
@@ -102,7 +105,7 @@ class AssignmentActivities:
         """Free the ticket's agent, then hand their slot to the queue at once."""
         async with self.pool.acquire() as conn:
             released = await assignment.release_agent(conn, request.ticket_id)
-        if released is not None:
+        if released is not None and request.dispatch:
             await run_dispatch(self.client, self.pool, request.at)
         return released
 

@@ -6,6 +6,7 @@ import asyncpg
 import structlog
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from db import tickets
 from domain.lifecycle import LifecyclePolicy
@@ -46,7 +47,13 @@ class IntakeActivities:
         async with self.pool.acquire() as conn:
             rows = await tickets.tickets_never_started(conn, UNSTARTED_AFTER_SECONDS)
             inputs = [await ticket_input_from_row(conn, row, self.lifecycle) for row in rows]
+        started = 0
         for ticket in inputs:
-            await start_ticket_workflow(self.client, self.task_queue, ticket)
+            try:
+                await start_ticket_workflow(self.client, self.task_queue, ticket)
+            except RPCError as err:
+                log.error("ticket workflow could not start", ticket_id=ticket.ticket_id, error=err.message)
+                continue
+            started += 1
             log.warning("ticket workflow started late", ticket_id=ticket.ticket_id)
-        return len(inputs)
+        return started

@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import asyncpg
+import structlog
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, Field
+from temporalio.service import RPCError
 
 from activities.assignment import run_dispatch
 from api.auth import STAFF, Principal, new_token, require
@@ -17,6 +19,7 @@ from domain.directory import IDENT, SLUG, Agent, AgentFields, Customer, Customer
 from domain.enums import Role
 
 router = APIRouter(prefix="/v1", tags=["directory"])
+log = structlog.get_logger(__name__)
 
 RegionId = Annotated[str, Path(pattern=SLUG)]
 Ident = Annotated[str, Path(pattern=IDENT)]
@@ -57,8 +60,14 @@ async def _require_region(conn: asyncpg.Connection, region_id: str | None) -> No
 
 
 async def _dispatch(request: Request) -> None:
-    """An agent's capacity or shift may have changed: let queued tickets have them at once."""
-    await run_dispatch(request.app.state.client, _pool(request), datetime.now(UTC))
+    """An agent's capacity or shift may have changed: let queued tickets have them at once.
+
+    The agent is already saved; if this fails, the housekeeping schedule dispatches within a minute.
+    """
+    try:
+        await run_dispatch(request.app.state.client, _pool(request), datetime.now(UTC))
+    except (RPCError, asyncpg.PostgresError, OSError) as err:
+        log.warning("dispatch after agent change failed", error=str(err))
 
 
 # --- regions --------------------------------------------------------------------------------

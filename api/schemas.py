@@ -10,12 +10,13 @@ from pydantic import BaseModel, Field
 from domain.directory import IDENT
 from domain.enums import Priority, Role, TicketStatus
 from domain.sla import SlaTarget
+from domain.text import PlainText
 from domain.tickets import MAX_BODY_CHARS, MAX_SUBJECT_CHARS, SlaView, TimelineEvent
 
 
 class TicketCreate(BaseModel):
-    subject: str = Field(min_length=1, max_length=MAX_SUBJECT_CHARS)
-    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
+    subject: PlainText = Field(min_length=1, max_length=MAX_SUBJECT_CHARS)
+    body: PlainText = Field(min_length=1, max_length=MAX_BODY_CHARS)
     customer_id: str | None = Field(
         default=None, pattern=IDENT, description="required unless a customer files it"
     )
@@ -73,8 +74,10 @@ class Timeline(BaseModel):
 
 
 class MessageCreate(BaseModel):
-    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
-    message_id: str | None = Field(default=None, max_length=100, description="your id, to make retries safe")
+    body: PlainText = Field(min_length=1, max_length=MAX_BODY_CHARS)
+    message_id: PlainText | None = Field(
+        default=None, max_length=100, description="your id, to make retries safe"
+    )
 
 
 class MessageAccepted(BaseModel):
@@ -83,7 +86,7 @@ class MessageAccepted(BaseModel):
 
 
 class ReplyCreate(BaseModel):
-    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS)
+    body: PlainText = Field(min_length=1, max_length=MAX_BODY_CHARS)
     internal: bool = Field(default=False, description="an internal note, never shown to the customer")
     agent_id: str | None = Field(
         default=None, pattern=IDENT, description="required for admin/integration tokens"
@@ -97,37 +100,37 @@ class ReplyOut(BaseModel):
 
 
 class ResolveBody(BaseModel):
-    resolution: str | None = Field(default=None, max_length=MAX_BODY_CHARS)
+    resolution: PlainText | None = Field(default=None, max_length=MAX_BODY_CHARS)
 
 
 class ReopenBody(BaseModel):
-    reason: str | None = Field(default=None, max_length=2_000)
+    reason: PlainText | None = Field(default=None, max_length=2_000)
 
 
 class StatusBody(BaseModel):
     status: Literal[TicketStatus.OPEN, TicketStatus.PENDING_CUSTOMER]
-    reason: str | None = Field(default=None, max_length=2_000)
+    reason: PlainText | None = Field(default=None, max_length=2_000)
 
 
 class AssignBody(BaseModel):
     agent_id: str = Field(pattern=IDENT)
-    reason: str | None = Field(default=None, max_length=2_000)
+    reason: PlainText | None = Field(default=None, max_length=2_000)
 
 
 class PriorityBody(BaseModel):
     priority: Priority
-    reason: str | None = Field(default=None, max_length=2_000)
+    reason: PlainText | None = Field(default=None, max_length=2_000)
 
 
 class CsatBody(BaseModel):
     score: int = Field(ge=1, le=5)
-    comment: str | None = Field(default=None, max_length=5_000)
+    comment: PlainText | None = Field(default=None, max_length=5_000)
 
 
 class TokenCreate(BaseModel):
     role: Role
     subject_id: str | None = Field(default=None, pattern=IDENT)
-    label: str | None = Field(default=None, max_length=200)
+    label: PlainText | None = Field(default=None, max_length=200)
 
 
 class TokenOut(BaseModel):

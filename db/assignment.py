@@ -184,7 +184,7 @@ async def release_agent(conn: asyncpg.Connection, ticket_id: int) -> str | None:
         return agent_id
 
 
-async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 200) -> list[Offer]:
+async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 5_000) -> list[Offer]:
     """Give queued tickets, in priority-then-age order, to agents who have room now.
 
     Each claim is written with an offer row in the same transaction; the caller tells the ticket
@@ -201,6 +201,8 @@ async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 20
             return offers
         candidates = await _available_candidates(conn)
         for row in queued:
+            if not any(c.load < c.capacity for c in candidates):
+                break  # nobody has room: the rest of the queue waits
             ranked = rank_candidates(candidates, row["language"], row["module"], at, row["home_region"])
             for candidate in ranked:
                 if await _take_capacity(conn, candidate.id):

@@ -221,7 +221,10 @@ async def store_token(
 
 
 async def find_token(conn: asyncpg.Connection, token: str) -> asyncpg.Record | None:
+    # A deactivated agent's token stops working with the agent.
     return await conn.fetchrow(
-        "SELECT role, subject_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        """SELECT t.role, t.subject_id FROM api_tokens t
+           LEFT JOIN agents a ON t.role = 'agent' AND a.id = t.subject_id
+           WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.role <> 'agent' OR a.active)""",
         hash_token(token),
     )

@@ -172,7 +172,8 @@ def decode_cursor(cursor: str) -> tuple[str, datetime, int]:
         key = str(priority), datetime.fromisoformat(created_at), int(ticket_id)
     except (ValueError, TypeError) as exc:
         raise ValueError("cursor is not one this API returned") from exc
-    if key[0] not in _CURSOR_PRIORITIES or not 0 < key[2] < 2**63 or key[1].tzinfo is None:
+    sane_time = key[1].tzinfo is not None and 1900 <= key[1].year <= 9000
+    if key[0] not in _CURSOR_PRIORITIES or not 0 < key[2] < 2**63 or not sane_time:
         raise ValueError("cursor is not one this API returned")
     return key
 

@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
-# How far ahead add_business_minutes looks before deciding the calendar never opens.
+from domain.text import PlainText
+
+# How long a stretch without any open time add_business_time accepts before giving up.
 SEARCH_HORIZON = timedelta(days=3 * 366)
 _CHUNK = timedelta(days=14)
 
@@ -38,17 +40,19 @@ class CalendarException(BaseModel):
 
     date: date
     hours: list[DayHours] = Field(default_factory=list, description="empty means closed all day")
-    label: str | None = None
+    label: PlainText | None = Field(default=None, max_length=200)
 
 
 class BusinessCalendar(BaseModel):
-    id: str
-    name: str
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,63}$")
+    name: PlainText = Field(min_length=1, max_length=200)
     timezone: str
     always_open: bool = Field(default=False, description="24/7: every minute counts")
     hours: list[OpeningHours] = Field(default_factory=list)
-    holiday_country: str | None = Field(default=None, description="ISO 3166 code for the holidays package")
-    holiday_subdivision: str | None = None
+    holiday_country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2,3}$", description="ISO 3166 code for the holidays package"
+    )
+    holiday_subdivision: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,10}$")
     exceptions: list[CalendarException] = Field(default_factory=list)
 
     @field_validator("timezone")
@@ -56,7 +60,7 @@ class BusinessCalendar(BaseModel):
     def _known_timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
@@ -132,16 +136,19 @@ class BusinessCalendar(BaseModel):
         start = start.astimezone(UTC)
         if amount == timedelta(0):
             return start
-        remaining, cursor, limit = amount, start, start + SEARCH_HORIZON
-        while cursor < limit:
+        if self.always_open:
+            return start + amount
+        remaining, cursor, last_open = amount, start, start
+        while cursor - last_open < SEARCH_HORIZON:
             chunk_end = cursor + _CHUNK
             for w_start, w_end in self.windows(cursor, chunk_end):
                 if w_end - w_start >= remaining:
                     return w_start + remaining
                 remaining -= w_end - w_start
+                last_open = w_end
             cursor = chunk_end
         raise ValueError(
-            f"calendar {self.id!r} has no open time within {SEARCH_HORIZON.days} days of {start}"
+            f"calendar {self.id!r} has no open time within {SEARCH_HORIZON.days} days after {last_open}"
         )
 
 

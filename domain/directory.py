@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from domain.enums import CustomerTier
 from domain.routing import AgentLanguage, Shift
+from domain.text import PlainText
 
 SLUG = r"^[a-z][a-z0-9_-]{1,31}$"
 IDENT = r"^[a-z0-9][a-z0-9_.-]{1,63}$"
@@ -18,13 +20,13 @@ LANGUAGE_CODE = r"^[a-z]{2,3}$"
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError(f"unknown IANA time zone {value!r}") from exc
     return value
 
 
 class RegionFields(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: PlainText = Field(min_length=1, max_length=100)
     timezone: str = Field(description="IANA time zone, e.g. Asia/Singapore")
 
     @field_validator("timezone")
@@ -40,8 +42,8 @@ class Region(RegionFields):
 
 
 class AgentFields(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
+    name: PlainText = Field(min_length=1, max_length=200)
+    email: PlainText | None = Field(default=None, max_length=320)
     region_id: str = Field(pattern=SLUG)
     languages: list[AgentLanguage] = Field(min_length=1)
     skills: dict[str, int] = Field(description="module id -> level 1..5")
@@ -53,6 +55,8 @@ class AgentFields(BaseModel):
     @classmethod
     def _skill_levels(cls, skills: dict[str, int]) -> dict[str, int]:
         for module, level in skills.items():
+            if not re.fullmatch(SLUG, module):
+                raise ValueError(f"skill {module!r} is not a module id")
             if not 1 <= level <= 5:
                 raise ValueError(f"skill level for {module!r} must be 1..5, got {level}")
         return skills
@@ -73,8 +77,8 @@ class Agent(AgentFields):
 
 
 class CustomerFields(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
+    name: PlainText = Field(min_length=1, max_length=200)
+    email: PlainText | None = Field(default=None, max_length=320)
     tier: CustomerTier = CustomerTier.STANDARD
     language: str = Field(default="en", pattern=LANGUAGE_CODE)
     region_id: str | None = Field(default=None, pattern=SLUG)

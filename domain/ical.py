@@ -24,7 +24,11 @@ def closed_days_from_ical(text: str) -> list[CalendarException]:
         if not isinstance(start, date) or isinstance(start, datetime):
             continue
         end = event.decoded("DTEND", None)
-        end = end if isinstance(end, date) and not isinstance(end, datetime) else start + timedelta(days=1)
+        duration = event.decoded("DURATION", None)
+        if not (isinstance(end, date) and not isinstance(end, datetime)):
+            # RFC 5545: DURATION may stand in for DTEND; an all-day event without either lasts one day.
+            days = duration.days if isinstance(duration, timedelta) and duration.days > 0 else 1
+            end = start + timedelta(days=days)
         label = str(event.get("SUMMARY", "")) or None
         day = start
         while day < end:

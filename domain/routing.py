@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
@@ -13,7 +14,9 @@ from domain.enums import LanguageLevel
 class Shift(BaseModel):
     """A weekly shift in the agent's region time zone; `end <= start` means it runs past midnight."""
 
-    days: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="ISO weekdays, Monday=1")
+    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5], max_length=7, description="ISO weekdays, Monday=1"
+    )
     start: time = time(8, 0)
     end: time = time(17, 0)
 
@@ -32,7 +35,7 @@ class Shift(BaseModel):
 
 
 class AgentLanguage(BaseModel):
-    code: str
+    code: str = Field(pattern=r"^[a-z]{2,3}$", description="ISO 639-1 code, e.g. ja")
     level: LanguageLevel = LanguageLevel.FLUENT
 
 

@@ -100,6 +100,7 @@ class TicketState(BaseModel):
     next_seq: int = 1
     revision: int = 0
     recent_message_ids: list[str] = Field(default_factory=list)
+    recent_replies: dict[str, int] = Field(default_factory=dict, description="reply id -> timeline seq")
     pending_events: list[TimelineEvent] = Field(default_factory=list)
 
 

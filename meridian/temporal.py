@@ -20,6 +20,7 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 
 from domain.tickets import TicketInput, ticket_workflow_id
@@ -78,14 +79,18 @@ async def ensure_housekeeping_schedule(client: Client, settings: Settings) -> No
 
 
 async def start_ticket_workflow(client: Client, task_queue: str, ticket: TicketInput) -> WorkflowHandle:
-    """Start the ticket's workflow; starting one that already runs is a no-op."""
+    """Start the ticket's workflow; one that runs or already ran is left as it is."""
     from workflows.ticket import TicketWorkflow
 
-    return await client.start_workflow(
-        TicketWorkflow.run,
-        ticket,
-        id=ticket_workflow_id(ticket.ticket_id),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    )
+    try:
+        return await client.start_workflow(
+            TicketWorkflow.run,
+            ticket,
+            id=ticket_workflow_id(ticket.ticket_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        # The ticket's workflow ran and closed; a ticket id is never given a second life.
+        return client.get_workflow_handle(ticket_workflow_id(ticket.ticket_id))

@@ -435,3 +435,67 @@ def test_recorded_histories_are_present():
     assert list(HISTORIES.glob("*.json")), "record with MERIDIAN_RECORD_HISTORIES=1 pytest tests/test_api.py"
     for path in HISTORIES.glob("*.json"):
         assert json.loads(path.read_text())["events"]
+
+
+async def test_inputs_that_postgresql_cannot_store_are_refused_up_front(api):
+    acme = api.as_token(await make_customer(api, "acme"))
+    response = await api.http.post("/v1/tickets", json={"subject": "a\u0000b", "body": "x"}, headers=acme)
+    assert response.status_code == 422 and "control characters" in response.text
+    bad_zone = {"id": "bad", "name": "Bad", "timezone": "America"}
+    assert (await api.http.post("/v1/regions", json=bad_zone, headers=api.admin)).status_code == 422
+    response = await api.http.post(
+        "/v1/agents",
+        json={**agent_body("x1"), "shift": {"days": [99], "start": "08:00", "end": "17:00"}},
+        headers=api.admin,
+    )
+    assert response.status_code == 422
+    response = await api.http.post(
+        "/v1/agents", json={**agent_body("x2"), "languages": [{"code": "e\u0000n"}]}, headers=api.admin
+    )
+    assert response.status_code == 422
+    old = "WyJQMSIsICIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwgMV0="  # ["P1", "0001-01-01T00:00:00+01:00", 1]
+    assert (await api.http.get(f"/v1/tickets?cursor={old}", headers=api.admin)).status_code == 422
+    assert (await api.http.get("/v1/tickets/99999999999999999999", headers=api.admin)).status_code == 422
+
+
+async def test_a_deactivated_agent_loses_access(api):
+    token = api.as_token(await make_agent(api, "leaver"))
+    assert (await api.http.get("/v1/tickets", headers=token)).status_code == 200
+    assert (await api.http.delete("/v1/agents/leaver", headers=api.admin)).status_code == 200
+    assert (await api.http.get("/v1/tickets", headers=token)).status_code == 401
+
+
+async def test_retried_replies_and_creations_do_not_duplicate(api):
+    agent = api.as_token(await make_agent(api, "alice"))
+    acme = await make_customer(api, "acme")
+    headers = {**api.as_token(acme), "Idempotency-Key": "once"}
+    first = await api.http.post("/v1/tickets", json={"subject": "s", "body": "invoice"}, headers=headers)
+    tid = first.json()["id"]
+    await api.wait_for(tid, lambda t: t["status"] == "open")
+    replies = [
+        await api.http.post(
+            f"/v1/tickets/{tid}/replies", json={"body": "on it"}, headers={**agent, "Idempotency-Key": "r"}
+        )
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in replies] == [201, 201]
+    assert replies[0].json()["seq"] == replies[1].json()["seq"]
+    assert [e["kind"] for e in await api.timeline(tid)].count("agent_reply") == 1
+
+    await api.http.post(f"/v1/tickets/{tid}/resolve", json={}, headers=agent)
+    await api.http.post(f"/v1/tickets/{tid}/csat", json={"score": 4}, headers=api.as_token(acme))
+    await api.wait_for(tid, lambda t: t["status"] == "closed")
+    again = await api.http.post("/v1/tickets", json={"subject": "s", "body": "invoice"}, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == tid and again.json()["status"] == "closed"
+
+
+async def test_resolving_without_a_reply_counts_as_the_first_response(api):
+    agent = api.as_token(await make_agent(api, "alice"))
+    acme = await make_customer(api, "acme")
+    ticket = await file_ticket(api, acme)
+    await api.wait_for(ticket["id"], lambda t: t["status"] == "open")
+    resolved = (
+        await api.http.post(f"/v1/tickets/{ticket['id']}/resolve", json={"resolution": "done"}, headers=agent)
+    ).json()
+    assert resolved["first_response_at"] == resolved["resolved_at"]
+    assert resolved["sla"]["first_response"]["state"] == "met"

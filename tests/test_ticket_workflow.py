@@ -402,3 +402,44 @@ async def test_updates_that_the_ticket_state_forbids_are_refused_with_a_reason(d
     assert refusal.type == "InvalidState" and "resolved" in refusal.message
     refusal = await update_refusal(handle.execute_update(TicketWorkflow.reply, reply(owner, reply_id="late")))
     assert refusal.type == "InvalidState"
+
+
+async def test_a_met_target_stays_met_when_the_priority_rises(desk):
+    await add_agent(desk.pool, "alice")
+    await add_customer(desk.pool, "small", tier=CustomerTier.STANDARD)  # P4: first response 480 min
+    handle, ticket_id, _ = await desk.open(customer="small", subject="Question", body="How do I export?")
+    await desk.skip(handle, timedelta(minutes=30))
+    await handle.execute_update(TicketWorkflow.reply, reply("alice"))
+    _, actor = agent_actor("alice")
+    views = await handle.execute_update(
+        TicketWorkflow.change_priority, PriorityChange(priority=Priority.P1, actor=actor)
+    )
+    assert {v.target: v.state for v in views}["first_response"] == "met"
+    assert await desk.events(ticket_id, "sla_breached") == []
+
+
+async def test_a_message_after_the_reopen_window_is_kept_and_someone_is_told(desk):
+    await add_agent(desk.pool, "alice")
+    handle, ticket_id, _ = await desk.open()
+    _, actor = agent_actor("alice")
+    await handle.execute_update(TicketWorkflow.resolve, ResolveRequest(actor=actor))
+    await desk.skip(handle, timedelta(minutes=61))  # survey sent, not answered; window is 3 days
+    await desk.skip(handle, timedelta(days=3))  # the survey expires at 73 h, the window ended at 72 h
+    # The ticket may have closed by now; if not, a late message must not reopen it.
+    state = await desk.state(handle)
+    if state.status is TicketStatus.RESOLVED:
+        await handle.signal(
+            TicketWorkflow.customer_message,
+            CustomerMessage(
+                message_id="late", body="one more thing", actor=Actor(type=ActorType.CUSTOMER, id="acme")
+            ),
+        )
+        state = await desk.until(handle, lambda s: "late" in s.recent_message_ids)
+        assert state.status is TicketStatus.RESOLVED
+        async with desk.pool.acquire() as conn:
+            kinds = [
+                r["kind"]
+                for r in await conn.fetch("SELECT kind FROM notifications WHERE ticket_id = $1", ticket_id)
+            ]
+        assert "late_customer_message" in kinds
+    assert [e.kind for e in await desk.events(ticket_id) if e.kind == "reopened"] == []

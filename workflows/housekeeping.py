@@ -12,10 +12,15 @@ from datetime import timedelta
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.assignment import AssignmentActivities
     from activities.intake import IntakeActivities
+
+
+CHORE_RETRY = RetryPolicy(maximum_attempts=3)
 
 
 class HousekeepingReport(BaseModel):
@@ -28,10 +33,20 @@ class HousekeepingReport(BaseModel):
 class HousekeepingWorkflow:
     @workflow.run
     async def run(self) -> HousekeepingReport:
-        started = await workflow.execute_activity_method(
-            IntakeActivities.start_unstarted_tickets, start_to_close_timeout=timedelta(seconds=60)
-        )
+        # Each chore gets a few tries; one failing must not keep the other from running.
         dispatched = await workflow.execute_activity_method(
-            AssignmentActivities.dispatch_queue, workflow.now(), start_to_close_timeout=timedelta(seconds=60)
+            AssignmentActivities.dispatch_queue,
+            workflow.now(),
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=CHORE_RETRY,
         )
+        try:
+            started = await workflow.execute_activity_method(
+                IntakeActivities.start_unstarted_tickets,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=CHORE_RETRY,
+            )
+        except ActivityError:
+            workflow.logger.exception("starting lost tickets failed; the next run tries again")
+            started = 0
         return HousekeepingReport(offered=dispatched.offered, resent=dispatched.resent, started=started)

@@ -71,6 +71,10 @@ NOTIFY_RETRY = RetryPolicy(
 REMEMBERED_IDS = 100
 OPEN_STATES = (TicketStatus.QUEUED, TicketStatus.OPEN, TicketStatus.PENDING_CUSTOMER)
 
+# workflow.patched ids: behaviour changes that running tickets must replay without.
+DISPATCH_OUTSIDE_UPDATES = "dispatch-outside-updates"  # resolve/assign no longer dispatch under the lock
+NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen window notifies someone
+
 
 @workflow.defn(name="TicketWorkflow")
 class TicketWorkflow:
@@ -89,7 +93,8 @@ class TicketWorkflow:
         self.lock = asyncio.Lock()
         self.dirty = input.state is None
         self.offers: list[AssignmentOffer] = []
-        self.deliveries: set[asyncio.Task[None]] = set()
+        # Notification deliveries and queue dispatches: awaited before the run ends, never under the lock.
+        self.background: set[asyncio.Task[None]] = set()
         self.published: dict[str, str | None] = {}
 
     # --- the main loop --------------------------------------------------------------------
@@ -126,10 +131,17 @@ class TicketWorkflow:
         return TicketOutcome(ticket_id=self.s.ticket_id, status=self.s.status, csat_score=self.s.survey.score)
 
     async def _quiesce(self) -> None:
-        """Let handlers and notification deliveries finish, then write what they recorded."""
-        await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self.deliveries)
-        async with self.lock:
-            await self._flush()
+        """Settle everything before closing or continuing as new: handlers, background activities,
+        assignment offers and unwritten events. A signal can arrive while we flush, so repeat until
+        a pass finds nothing left; nothing yields between the last check and the caller's exit."""
+        while True:
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and not self.background)
+            async with self.lock:
+                await self._process_offers()
+                await self._flush()
+            settled = not (self.offers or self.background or self.dirty or self.s.pending_events)
+            if settled and workflow.all_handlers_finished():
+                return
 
     async def _sleep_until_due(self) -> None:
         due = self._next_due()
@@ -334,6 +346,10 @@ class TicketWorkflow:
             )
             if s.status is TicketStatus.RESOLVED and now < s.resolved_at + self.lifecycle.reopen_window:
                 await self._reopen(message.actor, "customer wrote again")
+            elif s.status is TicketStatus.RESOLVED and workflow.patched(NOTIFY_LATE_MESSAGES):
+                # Too late to reopen, but someone must read it.
+                recipient = ("agent", s.assignee.id) if s.assignee else ("region", s.region)
+                self._notify("late_customer_message", *recipient, {"message_id": message.message_id})
             elif s.status is TicketStatus.PENDING_CUSTOMER:
                 self._set_status(TicketStatus.OPEN, message.actor, "customer replied")
             if s.assignee is not None and s.status in OPEN_STATES:
@@ -346,6 +362,8 @@ class TicketWorkflow:
     @workflow.update(name="reply")
     async def reply(self, reply: AgentReply) -> ReplyAccepted:
         async with self.lock:
+            if reply.reply_id in self.s.recent_replies:  # a retry, maybe into a continued run
+                return ReplyAccepted(seq=self.s.recent_replies[reply.reply_id], first_response=False)
             self._check_reply(reply)
             s, now = self.s, workflow.now()
             seq = self._event(
@@ -364,6 +382,8 @@ class TicketWorkflow:
             if not reply.internal and clock is not None and not clock.is_stopped:
                 clock.stop(now)
                 s.first_response_at, first = now, True
+            kept = list(s.recent_replies.items())[-(REMEMBERED_IDS - 1) :]
+            s.recent_replies = {**dict(kept), reply.reply_id: seq}
             await self._flush()
             return ReplyAccepted(seq=seq, first_response=first)
 
@@ -373,6 +393,8 @@ class TicketWorkflow:
 
     def _check_reply(self, reply: AgentReply) -> None:
         s = self.s
+        if reply.reply_id in s.recent_replies:
+            return
         if s.status is TicketStatus.CLOSED:
             raise refuse(INVALID_STATE, "the ticket is closed")
         if reply.internal:
@@ -418,16 +440,22 @@ class TicketWorkflow:
     async def assign(self, request: AssignRequest) -> AgentRef:
         async with self.lock:
             self._check_assign(request)
+            dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
             try:
                 agent = await workflow.execute_activity_method(
                     AssignmentActivities.claim_agent,
                     ClaimAgentRequest(
-                        ticket_id=self.s.ticket_id, agent_id=request.agent_id, at=workflow.now()
+                        ticket_id=self.s.ticket_id,
+                        agent_id=request.agent_id,
+                        at=workflow.now(),
+                        dispatch=not dispatch_outside,
                     ),
                     start_to_close_timeout=DB_TIMEOUT,
                 )
             except ActivityError as err:
                 raise _refusal_from(err) from None
+            if dispatch_outside and self.s.assignee is not None:
+                self._dispatch_queue_soon()  # the previous assignee has room now
             self._take(agent, request.reason or "assigned by hand", request.actor)
             await self._flush()
             return agent
@@ -449,6 +477,8 @@ class TicketWorkflow:
             s, now = self.s, workflow.now()
             previous, s.priority = s.priority, change.priority
             for target, clock in s.clocks.items():
+                if clock.is_stopped:
+                    continue  # a met or breached target keeps the verdict it had
                 clock.retarget(
                     s.policies[change.priority].budget(target), now, self.lifecycle.sla_warning_ratio
                 )
@@ -480,15 +510,20 @@ class TicketWorkflow:
         async with self.lock:
             self._check_resolve()
             s, now = self.s, workflow.now()
+            if s.first_response_at is None:
+                s.first_response_at = now  # the customer is told: resolving answers them too
             for clock in s.clocks.values():
                 clock.stop(now)
             s.status, s.resolved_at, s.survey = TicketStatus.RESOLVED, now, Survey()
             self._event("resolved", request.actor, data={"resolution": request.resolution})
+            dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
             await workflow.execute_activity_method(
                 AssignmentActivities.release_agent,
-                ReleaseRequest(ticket_id=s.ticket_id, at=now),
+                ReleaseRequest(ticket_id=s.ticket_id, at=now, dispatch=not dispatch_outside),
                 start_to_close_timeout=DB_TIMEOUT,
             )
+            if dispatch_outside:
+                self._dispatch_queue_soon()
             await self._flush()
             return s.status
 
@@ -605,9 +640,20 @@ class TicketWorkflow:
             at=workflow.now(),
             data=data,
         )
-        task = asyncio.create_task(self._deliver(notification))
-        self.deliveries.add(task)
-        task.add_done_callback(self.deliveries.discard)
+        self._in_background(self._deliver(notification))
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def _dispatch_queue_soon(self) -> None:
+        """Capacity freed: let the queue have it, without holding this ticket's lock meanwhile."""
+        self._in_background(
+            workflow.execute_activity_method(
+                AssignmentActivities.dispatch_queue, workflow.now(), start_to_close_timeout=DB_TIMEOUT
+            )
+        )
 
     async def _deliver(self, notification: Notification) -> None:
         try:
