@@ -8,14 +8,26 @@ per agent row, so two tickets racing for the last slot cannot both win.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 from pydantic import BaseModel
 
 from domain.enums import Priority
+from domain.rosters import SHIFT_LOOKAHEAD, RosterOverride
 from domain.routing import AgentLanguage, Candidate, Shift, rank_candidates
 from domain.tickets import AgentRef
+
+
+def override_from_row(row: asyncpg.Record) -> RosterOverride:
+    return RosterOverride(
+        id=str(row["id"]),
+        agent_id=row["agent_id"],
+        kind=row["kind"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        reason=row["reason"],
+    )
 
 
 class AssignmentRefused(Exception):
@@ -34,12 +46,12 @@ class Offer(BaseModel):
     agent: AgentRef
 
 
-_CANDIDATES = """
+_AGENTS = """
     SELECT a.id, a.name, a.region_id, r.timezone, a.languages, a.skills, a.capacity, a.load,
            a.shift_days, a.shift_start, a.shift_end, a.active
     FROM agents a JOIN regions r ON r.id = a.region_id
-    WHERE a.active AND a.load < a.capacity
 """
+_CANDIDATES = _AGENTS + " WHERE a.active AND a.load < a.capacity"
 
 
 def _candidate(row: asyncpg.Record) -> Candidate:
@@ -57,7 +69,33 @@ def _candidate(row: asyncpg.Record) -> Candidate:
     )
 
 
-async def _available_candidates(conn: asyncpg.Connection, language: str | None = None) -> list[Candidate]:
+async def _overrides(conn: asyncpg.Connection, agent_ids: list[str], at: datetime) -> dict[str, list]:
+    """Overrides that matter from `at` until the furthest shift end we look for."""
+    rows = await conn.fetch(
+        """SELECT * FROM roster_overrides WHERE agent_id = ANY($1::text[]) AND ends_at > $2 AND starts_at < $3
+           ORDER BY starts_at""",
+        agent_ids,
+        at,
+        at + SHIFT_LOOKAHEAD,
+    )
+    found: dict[str, list] = {}
+    for r in rows:
+        found.setdefault(r["agent_id"], []).append(override_from_row(r))
+    return found
+
+
+async def _with_overrides(
+    conn: asyncpg.Connection, candidates: list[Candidate], at: datetime
+) -> list[Candidate]:
+    overrides = await _overrides(conn, [c.id for c in candidates], at)
+    for candidate in candidates:
+        candidate.overrides = overrides.get(candidate.id, [])
+    return candidates
+
+
+async def _available_candidates(
+    conn: asyncpg.Connection, at: datetime, language: str | None = None
+) -> list[Candidate]:
     if language is None:
         rows = await conn.fetch(_CANDIDATES)
     else:
@@ -65,7 +103,15 @@ async def _available_candidates(conn: asyncpg.Connection, language: str | None =
             _CANDIDATES + " AND a.languages @> jsonb_build_array(jsonb_build_object('code', $1::text))",
             language,
         )
-    return [_candidate(r) for r in rows]
+    return await _with_overrides(conn, [_candidate(r) for r in rows], at)
+
+
+async def agent_candidate(conn: asyncpg.Connection, agent_id: str, at: datetime) -> Candidate | None:
+    """One agent with their roster around `at`, whatever their load."""
+    row = await conn.fetchrow(_AGENTS + " WHERE a.id = $1", agent_id)
+    if row is None:
+        return None
+    return (await _with_overrides(conn, [_candidate(row)], at))[0]
 
 
 async def _take_capacity(conn: asyncpg.Connection, agent_id: str) -> bool:
@@ -100,8 +146,13 @@ async def _current_claim(conn: asyncpg.Connection, ticket_id: int) -> AgentRef |
     return AgentRef(id=row["id"], name=row["name"], region=row["region_id"]) if row else None
 
 
-def _ref(candidate: Candidate) -> AgentRef:
-    return AgentRef(id=candidate.id, name=candidate.name, region=candidate.region)
+def _ref(candidate: Candidate, at: datetime) -> AgentRef:
+    return AgentRef(
+        id=candidate.id,
+        name=candidate.name,
+        region=candidate.region,
+        shift_ends_at=candidate.shift_ends_at(at),
+    )
 
 
 def _why(candidate: Candidate, language: str, module: str) -> str:
@@ -130,14 +181,14 @@ async def claim_best_agent(
         if existing is not None:
             return ClaimOutcome(agent=existing, reason=f"{existing.region}/{existing.name}: already claimed")
         ranked = rank_candidates(
-            await _available_candidates(conn, language), language, module, at, home_region
+            await _available_candidates(conn, at, language), language, module, at, home_region
         )
         # The engineer who already knows the ticket goes first when they can take it.
         ranked.sort(key=lambda c: c.id != preferred_agent_id)
         for candidate in ranked:
             if await _take_capacity(conn, candidate.id):
                 await _record_claim(conn, ticket_id, candidate.id)
-                return ClaimOutcome(agent=_ref(candidate), reason=_why(candidate, language, module))
+                return ClaimOutcome(agent=_ref(candidate, at), reason=_why(candidate, language, module))
         await conn.execute(
             """INSERT INTO ticket_queue (ticket_id, home_region, language, module, priority, queued_at)
                VALUES ($1, $2, $3, $4, $5, $6)
@@ -154,14 +205,16 @@ async def claim_best_agent(
         )
 
 
-async def claim_agent(conn: asyncpg.Connection, *, ticket_id: int, agent_id: str) -> tuple[AgentRef, bool]:
+async def claim_agent(
+    conn: asyncpg.Connection, *, ticket_id: int, agent_id: str, at: datetime | None = None
+) -> tuple[AgentRef, bool]:
     """Claim one named agent (a manual assignment); returns (agent, whether another agent was freed).
 
     Raises AssignmentRefused with the reason."""
     async with conn.transaction():
         existing = await _current_claim(conn, ticket_id)
         if existing is not None and existing.id == agent_id:
-            return existing, False
+            return await _ref_at(conn, existing, at), False
         row = await conn.fetchrow(
             "SELECT id, name, region_id, active, load, capacity FROM agents WHERE id = $1 FOR UPDATE",
             agent_id,
@@ -173,7 +226,69 @@ async def claim_agent(conn: asyncpg.Connection, *, ticket_id: int, agent_id: str
         if not await _take_capacity(conn, agent_id):
             raise AssignmentRefused(f"agent {agent_id!r} is at capacity ({row['load']}/{row['capacity']})")
         await _record_claim(conn, ticket_id, agent_id)
-        return AgentRef(id=row["id"], name=row["name"], region=row["region_id"]), existing is not None
+        claimed = AgentRef(id=row["id"], name=row["name"], region=row["region_id"])
+        return await _ref_at(conn, claimed, at), existing is not None
+
+
+async def _ref_at(conn: asyncpg.Connection, agent: AgentRef, at: datetime | None) -> AgentRef:
+    """The agent with the end of their current shift, when we know the time."""
+    if at is None:
+        return agent
+    candidate = await agent_candidate(conn, agent.id, at)
+    return _ref(candidate, at) if candidate is not None else agent
+
+
+async def shift_end_of(conn: asyncpg.Connection, agent_id: str, at: datetime) -> AgentRef | None:
+    candidate = await agent_candidate(conn, agent_id, at)
+    return _ref(candidate, at) if candidate is not None else None
+
+
+async def hand_off(
+    conn: asyncpg.Connection,
+    *,
+    ticket_id: int,
+    from_agent_id: str,
+    language: str,
+    module: str,
+    priority: Priority,
+    home_region: str | None,
+    at: datetime,
+    lead: timedelta,
+) -> ClaimOutcome:
+    """Move a ticket from an agent whose shift ends to one who stays on long enough; else queue it.
+
+    Safe to retry: once the claim has moved, a retry finds it with the new agent and returns it.
+    """
+    async with conn.transaction():
+        existing = await _current_claim(conn, ticket_id)
+        if existing is not None and existing.id != from_agent_id:
+            return ClaimOutcome(agent=await _ref_at(conn, existing, at), reason="already handed off")
+        candidates = [
+            c
+            for c in await _available_candidates(conn, at, language)
+            if c.id != from_agent_id and ((end := c.shift_ends_at(at)) is None or end > at + lead)
+        ]
+        for candidate in rank_candidates(candidates, language, module, at, home_region):
+            if await _take_capacity(conn, candidate.id):
+                await _record_claim(conn, ticket_id, candidate.id)
+                return ClaimOutcome(agent=_ref(candidate, at), reason=_why(candidate, language, module))
+        await _release(conn, ticket_id)
+        await conn.execute(
+            """INSERT INTO ticket_queue (ticket_id, home_region, language, module, priority, queued_at)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (ticket_id) DO UPDATE SET priority = EXCLUDED.priority""",
+            ticket_id,
+            home_region,
+            language,
+            module,
+            priority.value,
+            at,
+        )
+        return ClaimOutcome(
+            agent=None,
+            queued=True,
+            reason=f"coverage gap: nobody on shift with {language} and {module} has room",
+        )
 
 
 async def release_agent(conn: asyncpg.Connection, ticket_id: int) -> str | None:
@@ -199,7 +314,7 @@ async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 5_
         )
         if not queued:
             return offers
-        candidates = await _available_candidates(conn)
+        candidates = await _available_candidates(conn, at)
         for row in queued:
             if not any(c.load < c.capacity for c in candidates):
                 break  # nobody has room: the rest of the queue waits
@@ -209,7 +324,7 @@ async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 5_
                     candidate.load += 1
                     await _record_claim(conn, row["ticket_id"], candidate.id)
                     offer = Offer(
-                        offer_id=str(uuid.uuid4()), ticket_id=row["ticket_id"], agent=_ref(candidate)
+                        offer_id=str(uuid.uuid4()), ticket_id=row["ticket_id"], agent=_ref(candidate, at)
                     )
                     await conn.execute(
                         "INSERT INTO assignment_offers (offer_id, ticket_id, agent_id) VALUES ($1, $2, $3)",

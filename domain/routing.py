@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
-from typing import Annotated
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
 from domain.enums import LanguageLevel
-
-
-class Shift(BaseModel):
-    """A weekly shift in the agent's region time zone; `end <= start` means it runs past midnight."""
-
-    days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
-        default_factory=lambda: [1, 2, 3, 4, 5], max_length=7, description="ISO weekdays, Monday=1"
-    )
-    start: time = time(8, 0)
-    end: time = time(17, 0)
-
-    def covers(self, at: datetime, tz: ZoneInfo) -> bool:
-        local = at.astimezone(tz)
-        t = local.time().replace(tzinfo=None)
-        if self.start < self.end:
-            return local.isoweekday() in self.days and self.start <= t < self.end
-        if self.start == self.end:  # a 24-hour shift
-            return local.isoweekday() in self.days
-        if t >= self.start:
-            return local.isoweekday() in self.days
-        if t < self.end:  # the tail of last night's shift
-            return (local - timedelta(days=1)).isoweekday() in self.days
-        return False
+from domain.rosters import RosterOverrideFields, Shift, on_shift, shift_end
 
 
 class AgentLanguage(BaseModel):
@@ -50,12 +26,16 @@ class Candidate(BaseModel):
     load: int
     shift: Shift
     active: bool = True
+    overrides: list[RosterOverrideFields] = Field(default_factory=list)
 
     def speaks(self, language: str) -> AgentLanguage | None:
         return next((lang for lang in self.languages if lang.code == language), None)
 
     def on_shift(self, at: datetime) -> bool:
-        return self.shift.covers(at, ZoneInfo(self.timezone))
+        return on_shift(self.shift, self.timezone, self.overrides, at)
+
+    def shift_ends_at(self, at: datetime) -> datetime | None:
+        return shift_end(self.shift, self.timezone, self.overrides, at)
 
 
 def rank_candidates(

@@ -46,6 +46,7 @@ class AgentRef(BaseModel):
     id: str
     name: str
     region: str
+    shift_ends_at: datetime | None = Field(default=None, description="None: on call without end in sight")
 
 
 class SlaView(BaseModel):
