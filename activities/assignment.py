@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 from pydantic import BaseModel
@@ -43,6 +43,27 @@ class ReleaseRequest(BaseModel):
     ticket_id: int
     at: datetime
     dispatch: bool = True
+
+
+class HandoffRequest(BaseModel):
+    ticket_id: int
+    from_agent_id: str
+    language: str
+    module: str
+    priority: Priority
+    home_region: str | None
+    at: datetime
+    lead: timedelta
+
+
+class HandoffOutcome(BaseModel):
+    claim: ClaimOutcome
+    region_name: str | None = None
+
+
+class ShiftEndRequest(BaseModel):
+    agent_id: str
+    at: datetime
 
 
 class DispatchResult(BaseModel):
@@ -92,7 +113,7 @@ class AssignmentActivities:
         async with self.pool.acquire() as conn:
             try:
                 agent, freed_another = await assignment.claim_agent(
-                    conn, ticket_id=request.ticket_id, agent_id=request.agent_id
+                    conn, ticket_id=request.ticket_id, agent_id=request.agent_id, at=request.at
                 )
             except AssignmentRefused as refused:
                 raise refuse(AGENT_UNAVAILABLE, str(refused)) from None
@@ -114,6 +135,21 @@ class AssignmentActivities:
         """The ticket already had an agent when the offer arrived: return the offered slot."""
         async with self.pool.acquire() as conn:
             await assignment.withdraw_offer(conn, Offer(**offer.model_dump()))
+
+    @activity.defn(name="hand_off")
+    async def hand_off(self, request: HandoffRequest) -> HandoffOutcome:
+        async with self.pool.acquire() as conn:
+            outcome = await assignment.hand_off(conn, **request.model_dump())
+            region = await conn.fetchval(
+                "SELECT name FROM regions WHERE id = $1", outcome.agent.region if outcome.agent else None
+            )
+        return HandoffOutcome(claim=outcome, region_name=region)
+
+    @activity.defn(name="current_shift")
+    async def current_shift(self, request: ShiftEndRequest) -> AgentRef | None:
+        """The agent as the roster has them now, with the end of their current shift."""
+        async with self.pool.acquire() as conn:
+            return await assignment.shift_end_of(conn, request.agent_id, request.at)
 
     @activity.defn(name="dispatch_queue")
     async def dispatch_queue(self, at: datetime) -> DispatchResult:

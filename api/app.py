@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api import calendars, directory, tickets
+from api import calendars, directory, rosters, tickets
 from db.pool import create_pool
 from meridian import temporal
 from meridian.settings import Settings, get_settings
@@ -63,6 +63,7 @@ def create_app(
     app.include_router(tickets.router)
     app.include_router(directory.router)
     app.include_router(calendars.router)
+    app.include_router(rosters.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:

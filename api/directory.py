@@ -13,6 +13,7 @@ from temporalio.service import RPCError
 
 from activities.assignment import run_dispatch
 from api.auth import STAFF, Principal, new_token, require
+from api.rosters import roster_changed
 from api.schemas import TokenCreate, TokenOut
 from db import directory
 from domain.directory import IDENT, SLUG, Agent, AgentFields, Customer, CustomerFields, Region, RegionFields
@@ -167,7 +168,7 @@ async def update_agent(
             raise _not_found("agent", agent_id)
         await _require_region(conn, body.region_id)
         agent = await directory.upsert_agent(conn, agent_id, body)
-    await _dispatch(request)
+    await roster_changed(request, agent_id)
     return agent
 
 

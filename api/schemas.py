@@ -122,6 +122,18 @@ class PriorityBody(BaseModel):
     reason: PlainText | None = Field(default=None, max_length=2_000)
 
 
+class AgentOnly(BaseModel):
+    agent_id: str | None = Field(
+        default=None, pattern=IDENT, description="required for admin/integration tokens"
+    )
+
+
+class HandoffNoteBody(AgentOnly):
+    what_was_tried: PlainText | None = Field(default=None, max_length=5_000)
+    next_action: PlainText | None = Field(default=None, max_length=2_000)
+    promised_update: PlainText | None = Field(default=None, max_length=500)
+
+
 class CsatBody(BaseModel):
     score: int = Field(ge=1, le=5)
     comment: PlainText | None = Field(default=None, max_length=5_000)

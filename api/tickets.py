@@ -16,8 +16,10 @@ from temporalio.service import RPCError
 from api.auth import ANYONE, STAFF, Principal, actor_for, require
 from api.errors import http_error_from_rpc, http_error_from_update
 from api.schemas import (
+    AgentOnly,
     AssignBody,
     CsatBody,
+    HandoffNoteBody,
     MessageAccepted,
     MessageCreate,
     PriorityBody,
@@ -41,6 +43,10 @@ from domain.tickets import (
     AssignRequest,
     CsatAnswer,
     CustomerMessage,
+    Handoff,
+    HandoffAck,
+    HandoffNote,
+    HandoffNoteInput,
     PriorityChange,
     ReopenRequest,
     ReplyAccepted,
@@ -357,3 +363,34 @@ async def submit_csat(
         Survey,
     )
     return await _changed(request, ticket_id)
+
+
+@router.post("/{ticket_id}/handoff-note", response_model=TicketOut)
+async def write_handoff_note(
+    ticket_id: TicketId,
+    body: HandoffNoteBody,
+    request: Request,
+    principal: Principal = Depends(require(*STAFF)),
+) -> TicketOut:
+    """What was tried, what comes next, what the customer was promised: read at the next handoff."""
+    await _open_ticket(request, principal, ticket_id)
+    agent = await _replying_agent(request, principal, body.agent_id)
+    actor = Actor(type=ActorType.AGENT, id=agent.id, name=agent.name, region=agent.region)
+    note = HandoffNote(**body.model_dump(exclude={"agent_id"}))
+    await _update(
+        request, ticket_id, "write_handoff_note", HandoffNoteInput(agent=agent, note=note, actor=actor), int
+    )
+    return await _changed(request, ticket_id)
+
+
+@router.post("/{ticket_id}/handoff/ack", response_model=Handoff)
+async def acknowledge_handoff(
+    ticket_id: TicketId, body: AgentOnly, request: Request, principal: Principal = Depends(require(*STAFF))
+) -> Handoff:
+    """The receiving engineer confirms they have the ticket; stops the handoff's escalation."""
+    await _open_ticket(request, principal, ticket_id)
+    agent = await _replying_agent(request, principal, body.agent_id)
+    actor = Actor(type=ActorType.AGENT, id=agent.id, name=agent.name, region=agent.region)
+    return await _update(
+        request, ticket_id, "acknowledge_handoff", HandoffAck(agent=agent, actor=actor), Handoff
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -13,3 +14,8 @@ class LifecyclePolicy(BaseModel):
     csat_expires_after: timedelta = timedelta(hours=72)
     reopen_window: timedelta = timedelta(days=3)
     sla_warning_ratio: float = Field(default=0.75, gt=0, lt=1)
+    # Shift-end handoff: how long before the shift ends, how long the receiver has to acknowledge,
+    # and whether tickets waiting on the customer move too or stay with their owner.
+    handoff_lead: timedelta = timedelta(minutes=15)
+    handoff_ack_timeout: timedelta = timedelta(minutes=15)
+    pending_customer_handoff: Literal["move", "stay"] = "move"

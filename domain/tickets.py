@@ -59,6 +59,25 @@ class SlaView(BaseModel):
     elapsed_minutes: float
 
 
+class HandoffNote(BaseModel):
+    """What the outgoing engineer tells the next one; filled in by them or left to the defaults."""
+
+    what_was_tried: str | None = Field(default=None, max_length=5_000)
+    next_action: str | None = Field(default=None, max_length=2_000)
+    promised_update: str | None = Field(
+        default=None, max_length=500, description="what the customer was promised"
+    )
+
+
+class Handoff(BaseModel):
+    from_agent_id: str
+    to_agent_id: str
+    at: datetime
+    ack_deadline: datetime
+    acknowledged_at: datetime | None = None
+    escalated: bool = False
+
+
 class Survey(BaseModel):
     sent_at: datetime | None = None
     reminded_at: datetime | None = None
@@ -98,6 +117,9 @@ class TicketState(BaseModel):
     closed_at: datetime | None = None
     reopen_count: int = 0
     survey: Survey = Field(default_factory=Survey)
+    handoff: Handoff | None = None
+    handoff_note: HandoffNote | None = None
+    last_customer_message: str | None = None
     next_seq: int = 1
     revision: int = 0
     recent_message_ids: list[str] = Field(default_factory=list)
@@ -196,6 +218,17 @@ class ResolveRequest(BaseModel):
 
 class ReopenRequest(BaseModel):
     reason: str | None = None
+    actor: Actor
+
+
+class HandoffNoteInput(BaseModel):
+    agent: AgentRef
+    note: HandoffNote
+    actor: Actor
+
+
+class HandoffAck(BaseModel):
+    agent: AgentRef
     actor: Actor
 
 

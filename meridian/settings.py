@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     reopen_window: timedelta = timedelta(days=3)
     sla_warning_ratio: float = Field(default=0.75, gt=0, lt=1)
     dispatch_interval: timedelta = timedelta(minutes=1)
+    handoff_lead: timedelta = timedelta(minutes=15)
+    handoff_ack_timeout: timedelta = timedelta(minutes=15)
+    pending_customer_handoff: Literal["move", "stay"] = "move"
 
     languages: list[str] = ["en", "es", "pt", "fr", "de", "zh", "ja", "ko"]
 
@@ -49,6 +53,9 @@ class Settings(BaseSettings):
             csat_expires_after=self.csat_expires_after,
             reopen_window=self.reopen_window,
             sla_warning_ratio=self.sla_warning_ratio,
+            handoff_lead=self.handoff_lead,
+            handoff_ack_timeout=self.handoff_ack_timeout,
+            pending_customer_handoff=self.pending_customer_handoff,
         )
 
 

@@ -57,6 +57,8 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         assignment.release_agent,
         assignment.decline_offer,
         assignment.dispatch_queue,
+        assignment.hand_off,
+        assignment.current_shift,
         projection.project_ticket,
         notifications.deliver_notification,
         intake.start_unstarted_tickets,

@@ -24,7 +24,9 @@ with workflow.unsafe.imports_passed_through():
         AssignmentActivities,
         ClaimAgentRequest,
         ClaimBestRequest,
+        HandoffRequest,
         ReleaseRequest,
+        ShiftEndRequest,
     )
     from activities.notifications import NotificationActivities
     from activities.projection import ProjectionActivities
@@ -42,6 +44,9 @@ with workflow.unsafe.imports_passed_through():
         AssignRequest,
         CsatAnswer,
         CustomerMessage,
+        Handoff,
+        HandoffAck,
+        HandoffNoteInput,
         PriorityChange,
         ProjectionBatch,
         ReopenRequest,
@@ -74,6 +79,8 @@ OPEN_STATES = (TicketStatus.QUEUED, TicketStatus.OPEN, TicketStatus.PENDING_CUST
 # workflow.patched ids: behaviour changes that running tickets must replay without.
 DISPATCH_OUTSIDE_UPDATES = "dispatch-outside-updates"  # resolve/assign no longer dispatch under the lock
 NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen window notifies someone
+SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
+LAST_MESSAGE_CHARS = 500
 
 
 @workflow.defn(name="TicketWorkflow")
@@ -96,11 +103,13 @@ class TicketWorkflow:
         # Notification deliveries and queue dispatches: awaited before the run ends, never under the lock.
         self.background: set[asyncio.Task[None]] = set()
         self.published: dict[str, str | None] = {}
+        self.handoffs = False  # set in run(): histories from before handoffs replay without them
 
     # --- the main loop --------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: TicketInput) -> TicketOutcome:
+        self.handoffs = workflow.patched(SHIFT_HANDOFF)
         if input.state is None:
             async with self.lock:
                 await self._triage(input.body)
@@ -109,6 +118,7 @@ class TicketWorkflow:
             async with self.lock:
                 self._process_due()
                 await self._process_offers()
+                await self._process_handoff()
                 await self._flush()
             if self.s.status is TicketStatus.CLOSED:
                 break
@@ -168,7 +178,163 @@ class TicketWorkflow:
                     candidates.append(clock.due_at())
         if self.s.status is TicketStatus.RESOLVED and self.s.resolved_at is not None:
             candidates.extend(self._survey_deadlines())
+        if self.handoffs:
+            candidates.extend(self._handoff_deadlines())
         return min(candidates) if candidates else None
+
+    # --- shift-end handoff ----------------------------------------------------------------
+
+    def _handoff_deadlines(self) -> list[datetime]:
+        deadlines = []
+        s = self.s
+        if s.handoff is not None and s.handoff.acknowledged_at is None and not s.handoff.escalated:
+            deadlines.append(s.handoff.ack_deadline)
+        if self._moves_at_shift_end() and s.assignee.shift_ends_at is not None:
+            deadlines.append(s.assignee.shift_ends_at - self.lifecycle.handoff_lead)
+        return deadlines
+
+    def _moves_at_shift_end(self) -> bool:
+        s = self.s
+        if s.assignee is None:
+            return False
+        return s.status is TicketStatus.OPEN or (
+            s.status is TicketStatus.PENDING_CUSTOMER and self.lifecycle.pending_customer_handoff == "move"
+        )
+
+    async def _process_handoff(self) -> None:
+        if not self.handoffs:
+            return
+        s, now = self.s, workflow.now()
+        pending = s.handoff
+        if (
+            pending
+            and pending.acknowledged_at is None
+            and not pending.escalated
+            and now >= pending.ack_deadline
+        ):
+            pending.escalated = True
+            data = {"to_agent_id": pending.to_agent_id, "since": pending.at.isoformat()}
+            self._event("handoff_unacknowledged", Actor.system(s.region), internal=True, data=data)
+            self._notify("handoff_unacknowledged", "region", s.region, data)
+        if not self._moves_at_shift_end() or s.assignee.shift_ends_at is None:
+            return
+        if now >= s.assignee.shift_ends_at - self.lifecycle.handoff_lead:
+            await self._hand_off(f"shift of {s.assignee.name} ends at {s.assignee.shift_ends_at.isoformat()}")
+
+    async def _hand_off(self, reason: str) -> None:
+        s, now = self.s, workflow.now()
+        leaving = s.assignee
+        outcome = await workflow.execute_activity_method(
+            AssignmentActivities.hand_off,
+            HandoffRequest(
+                ticket_id=s.ticket_id,
+                from_agent_id=leaving.id,
+                language=s.language,
+                module=s.module,
+                priority=s.priority,
+                home_region=s.home_region,
+                at=now,
+                lead=self.lifecycle.handoff_lead,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+        receiver = outcome.claim.agent
+        note = s.handoff_note
+        handoff_note = {
+            "from_agent_id": leaving.id,
+            "from_region": leaving.region,
+            "to_agent_id": receiver.id if receiver else None,
+            "to_region": receiver.region if receiver else None,
+            "reason": reason,
+            "routing": outcome.claim.reason,
+            "status": s.status.value,
+            "what_was_tried": note.what_was_tried if note else None,
+            "last_customer_message": s.last_customer_message,
+            "next_action": note.next_action if note else None,
+            "promised_update": note.promised_update if note else None,
+            "sla_due": {
+                target.value: clock.due_at().isoformat() if clock.due_at() else None
+                for target, clock in s.clocks.items()
+            },
+        }
+        self._event("handed_off", Actor.system(leaving.region), internal=True, data=handoff_note)
+        s.handoff_note = None
+        if receiver is None:
+            s.assignee, s.handoff, s.status, s.queued_since = None, None, TicketStatus.QUEUED, now
+            self._notify("coverage_gap", "region", s.home_region or leaving.region, handoff_note)
+            return
+        s.assignee, s.region = receiver, receiver.region
+        s.handoff = Handoff(
+            from_agent_id=leaving.id,
+            to_agent_id=receiver.id,
+            at=now,
+            ack_deadline=now + self.lifecycle.handoff_ack_timeout,
+        )
+        team = outcome.region_name or receiver.region
+        self._event(
+            "team_changed",
+            Actor.system(receiver.region),
+            data={
+                "region": receiver.region,
+                "message": f"Your ticket is now with our {team} team.",
+            },
+        )
+        self._notify("handoff", "agent", receiver.id, handoff_note)
+
+    @workflow.signal(name="roster_changed")
+    async def roster_changed(self) -> None:
+        """The assignee's shift or overrides changed: re-read when their shift ends."""
+        async with self.lock:
+            if self.s.assignee is None or self.s.status not in OPEN_STATES:
+                return
+            current = await workflow.execute_activity_method(
+                AssignmentActivities.current_shift,
+                ShiftEndRequest(agent_id=self.s.assignee.id, at=workflow.now()),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+            if current is not None and self.s.assignee is not None and current.id == self.s.assignee.id:
+                self.s.assignee = current
+                self.dirty = True
+
+    @workflow.update(name="write_handoff_note")
+    async def write_handoff_note(self, request: HandoffNoteInput) -> int:
+        async with self.lock:
+            self._check_owner(request.agent)
+            self.s.handoff_note = request.note
+            seq = self._event("handoff_note", request.actor, internal=True, data=request.note.model_dump())
+            await self._flush()
+            return seq
+
+    @write_handoff_note.validator
+    def _validate_handoff_note(self, request: HandoffNoteInput) -> None:
+        self._check_owner(request.agent)
+
+    def _check_owner(self, agent: AgentRef) -> None:
+        if self.s.status not in OPEN_STATES:
+            raise refuse(INVALID_STATE, f"a {self.s.status.value} ticket takes no handoff note")
+        if self.s.assignee is None or self.s.assignee.id != agent.id:
+            raise refuse(NOT_ASSIGNEE, "only the assignee writes the handoff note")
+
+    @workflow.update(name="acknowledge_handoff")
+    async def acknowledge_handoff(self, ack: HandoffAck) -> Handoff:
+        async with self.lock:
+            self._check_ack(ack)
+            handoff = self.s.handoff
+            handoff.acknowledged_at = workflow.now()
+            self._event("handoff_acknowledged", ack.actor, internal=True, data={"agent_id": ack.agent.id})
+            await self._flush()
+            return handoff
+
+    @acknowledge_handoff.validator
+    def _validate_ack(self, ack: HandoffAck) -> None:
+        self._check_ack(ack)
+
+    def _check_ack(self, ack: HandoffAck) -> None:
+        handoff = self.s.handoff
+        if handoff is None or handoff.acknowledged_at is not None:
+            raise refuse(INVALID_STATE, "there is no handoff waiting for acknowledgement")
+        if handoff.to_agent_id != ack.agent.id:
+            raise refuse(NOT_ASSIGNEE, f"the handoff was made to {handoff.to_agent_id}")
 
     def _survey_deadlines(self) -> list[datetime]:
         survey, policy, resolved_at = self.s.survey, self.lifecycle, self.s.resolved_at
@@ -283,7 +449,7 @@ class TicketWorkflow:
     def _take(self, agent: AgentRef, reason: str, actor: Actor) -> None:
         s = self.s
         previous = s.assignee
-        s.assignee, s.region, s.queued_since = agent, agent.region, None
+        s.assignee, s.region, s.queued_since, s.handoff = agent, agent.region, None, None
         if s.status in (TicketStatus.NEW, TicketStatus.QUEUED):
             s.status = TicketStatus.OPEN
         self._event(
@@ -335,6 +501,7 @@ class TicketWorkflow:
             if self._seen(message.message_id):
                 return
             s, now = self.s, workflow.now()
+            s.last_customer_message = message.body[:LAST_MESSAGE_CHARS]
             self._event(
                 "customer_message",
                 message.actor,
