@@ -134,8 +134,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
         env_file.chmod(0o600)
         env = devstack.child_env(**env_values)
         me = [sys.executable, "-m", "meridian.cli"]
-        children.append(("worker", subprocess.Popen([*me, "worker"], env=env, start_new_session=True)))
-        api = subprocess.Popen([*me, "api"], env=env, start_new_session=True)
+        children.append(("worker", devstack.spawn([*me, "worker"], env=env)))
+        api = devstack.spawn([*me, "api"], env=env)
         children.append(("api", api))
         devstack.wait_for_port(settings.api_host, settings.api_port, timeout=90, process=api)
         api_url = f"http://{settings.api_host}:{settings.api_port}"

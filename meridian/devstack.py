@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,12 +81,7 @@ def start_temporal(state_dir: Path, port: int, ui_port: int) -> subprocess.Popen
             f"port {port} is taken; stop what runs there or set TEMPORAL_ADDRESS to use that server"
         )
     log = open(state_dir / "temporal.log", "ab")
-    process = subprocess.Popen(
-        temporal_dev_server_args(state_dir, port, ui_port),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = spawn(temporal_dev_server_args(state_dir, port, ui_port), stdout=log, stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, timeout=60, process=process)
     return process
 
@@ -132,6 +128,20 @@ def stop_process(process: subprocess.Popen, name: str, timeout: float = 15) -> N
         print(f"{name} did not stop in {timeout:.0f}s; killing it", file=sys.stderr)
         process.kill()
         process.wait()
+
+
+def die_with_parent() -> None:
+    """Run in each child before exec: if `meridian dev` itself is killed, its children go too."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def spawn(args: list[str], **kwargs) -> subprocess.Popen:
+    """A child of `meridian dev`: its own session (Ctrl-C reaches only us), but never outliving us."""
+    return subprocess.Popen(args, start_new_session=True, preexec_fn=die_with_parent, **kwargs)
 
 
 def child_env(**values: str) -> dict[str, str]:

@@ -80,7 +80,7 @@ def stack(tmp_path: Path):
     stack = DevStack(tmp_path / "state")
     yield stack
     if stack.process is not None and stack.process.poll() is None:
-        stack.process.kill()
+        stack.stop()  # Ctrl-C first, so it stops its Temporal, PostgreSQL, worker and API too
 
 
 def wait_for_ticket(http: httpx.Client, ticket_id: int, status: str, patience: float = 30) -> dict:
