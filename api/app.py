@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import structlog
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from api import calendars, directory, rosters, tickets
+from api.errors import ERROR_RESPONSES, invalid_request
 from db.pool import create_pool
 from meridian import temporal
 from meridian.settings import Settings, get_settings
@@ -60,10 +62,9 @@ def create_app(
         )
         return response
 
-    app.include_router(tickets.router)
-    app.include_router(directory.router)
-    app.include_router(calendars.router)
-    app.include_router(rosters.router)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    for module in (tickets, directory, calendars, rosters):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
@@ -129,7 +129,9 @@ async def delete_region(region_id: RegionId, request: Request, _: Principal = De
 
 @router.get("/agents", response_model=list[Agent])
 async def list_agents(
-    request: Request, region: str | None = None, _: Principal = Depends(require(*STAFF))
+    request: Request,
+    region: Annotated[str | None, Query(pattern=SLUG)] = None,
+    _: Principal = Depends(require(*STAFF)),
 ) -> list[Agent]:
     async with _pool(request).acquire() as conn:
         return await directory.list_agents(conn, region)

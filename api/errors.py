@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, status
+from typing import Any
+
+from fastapi import HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx answer: `detail` says why (a sentence, or one issue per invalid field)."""
+
+    detail: str | list[ValidationIssue]
+
+
+# Documented on every route, so clients see each answer they can get.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in {
+        401: "missing, unknown or revoked token",
+        403: "the token's role or identity may not do this",
+        404: "no such resource (or not yours)",
+        409: "the resource's state forbids this",
+        422: "invalid input",
+    }.items()
+}
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 without echoing the input: it may be megabytes, or hold NaN or surrogates JSON cannot carry."""
+    issues = [
+        {
+            "loc": [str(p) if not isinstance(p, int) else p for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": issues}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
 
 REFUSAL_STATUS = {
     INVALID_STATE: status.HTTP_409_CONFLICT,

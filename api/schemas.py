@@ -135,7 +135,7 @@ class HandoffNoteBody(AgentOnly):
 
 
 class CsatBody(BaseModel):
-    score: int = Field(ge=1, le=5)
+    score: int = Field(ge=1, le=5, strict=True, description="a whole number from 1 to 5")
     comment: PlainText | None = Field(default=None, max_length=5_000)
 
 

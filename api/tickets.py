@@ -35,6 +35,7 @@ from api.schemas import (
 )
 from db import directory, tickets
 from db.tickets import IdempotencyConflict, TicketFilters
+from domain.directory import IDENT, LANGUAGE_CODE, SLUG
 from domain.enums import ActorType, Priority, Role, TicketStatus
 from domain.tickets import (
     Actor,
@@ -151,11 +152,11 @@ async def list_tickets(
     request: Request,
     principal: Principal = Depends(require(*ANYONE)),
     status_: Annotated[TicketStatus | None, Query(alias="status")] = None,
-    region: str | None = None,
-    assignee: str | None = None,
+    region: Annotated[str | None, Query(pattern=SLUG)] = None,
+    assignee: Annotated[str | None, Query(pattern=IDENT)] = None,
     priority: Priority | None = None,
-    language: str | None = None,
-    cursor: str | None = None,
+    language: Annotated[str | None, Query(pattern=LANGUAGE_CODE)] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TicketPage:
     filters = TicketFilters(

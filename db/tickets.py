@@ -170,7 +170,7 @@ def decode_cursor(cursor: str) -> tuple[str, datetime, int]:
     try:
         priority, created_at, ticket_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         key = str(priority), datetime.fromisoformat(created_at), int(ticket_id)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise ValueError("cursor is not one this API returned") from exc
     sane_time = key[1].tzinfo is not None and 1900 <= key[1].year <= 9000
     if key[0] not in _CURSOR_PRIORITIES or not 0 < key[2] < 2**63 or not sane_time:

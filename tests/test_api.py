@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import uuid
@@ -499,3 +500,35 @@ async def test_resolving_without_a_reply_counts_as_the_first_response(api):
     ).json()
     assert resolved["first_response_at"] == resolved["resolved_at"]
     assert resolved["sla"]["first_response"]["state"] == "met"
+
+
+async def test_what_a_fuzzer_found_gets_a_4xx_not_a_500(api):
+    acme = api.as_token(await make_customer(api, "acme"))
+    raw = {**acme, "Content-Type": "application/json"}
+    checks = [
+        ("POST", "/v1/tickets", '{"subject": "a\\ud800b", "body": "x"}'),  # a lone surrogate
+        ("POST", "/v1/tickets/1/csat", '{"score": NaN}'),
+        ("POST", "/v1/tickets/1/csat", '{"score": 1e999}'),
+        ("POST", "/v1/tickets/1/csat", '{"score": true}'),
+    ]
+    for method, url, body in checks:
+        response = await api.http.request(method, url, content=body, headers=raw)
+        assert response.status_code == 422, (url, body, response.text)
+        assert isinstance(response.json()["detail"], list)
+
+    def cursor(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode()
+
+    for url in [
+        "/v1/tickets?region=a%00b",
+        "/v1/tickets?assignee=%00",
+        "/v1/tickets?language=e%00",
+        "/v1/tickets?cursor=" + cursor('["P1", "2026-01-01T00:00:00+00:00", Infinity]'),
+        f"/v1/tickets?cursor={cursor('[' * 10_000)}",
+        "/v1/agents?region=a%00",
+    ]:
+        response = await api.http.get(url, headers=api.admin)
+        assert response.status_code == 422, (url, response.text)
+    huge = "x" * 2_000_000
+    response = await api.http.post("/v1/tickets", json={"subject": huge, "body": "b"}, headers=acme)
+    assert response.status_code == 422 and len(response.content) < 2_000  # the input is not echoed back
