@@ -237,6 +237,20 @@ class Api:
         return response.json()["events"]
 
 
+@contextlib.asynccontextmanager
+async def open_api(
+    pool: asyncpg.Pool, env: WorkflowEnvironment, deps: WorkerDependencies, settings: Settings
+):
+    """The app and a worker with these settings, on this Temporal environment."""
+    app = create_app(settings, pool=pool, client=env.client)
+    async with (
+        running_worker(env.client, deps, settings),
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://meridian.test") as http,
+    ):
+        yield Api(http, settings, env.client)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(
     db: asyncpg.Pool, dev_env: WorkflowEnvironment, shared_deps: WorkerDependencies, database_url: str
@@ -244,10 +258,5 @@ async def api(
     settings = make_settings(
         database_url, csat_delay=timedelta(seconds=1), reopen_window=timedelta(seconds=4)
     )
-    app = create_app(settings, pool=db, client=dev_env.client)
-    async with (
-        running_worker(dev_env.client, shared_deps, settings),
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://meridian.test") as http,
-    ):
-        yield Api(http, settings, dev_env.client)
+    async with open_api(db, dev_env, shared_deps, settings) as api:
+        yield api
