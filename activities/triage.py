@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.calendars import clock_calendar
 from activities.language import CONFIDENCE_THRESHOLD, LanguageDetectorService
 from db import directory
 from domain.enums import CustomerTier, Priority
-from domain.sla import SlaTargets
+from domain.sla import ClockCalendar, SlaTargets
 from domain.triage import classify_module, decide_priority
 
 
@@ -20,6 +23,7 @@ class TriageRequest(BaseModel):
     subject: str
     body: str
     declared_priority: Priority | None = None
+    created_at: datetime | None = None
 
 
 class TriageResult(BaseModel):
@@ -34,6 +38,7 @@ class TriageResult(BaseModel):
     customer_tier: CustomerTier
     home_region: str | None
     policies: dict[Priority, SlaTargets]
+    sla_calendar: ClockCalendar | None = None
 
 
 class TriageActivities:
@@ -52,16 +57,26 @@ class TriageActivities:
                     non_retryable=True,
                 )
             taxonomy = await directory.list_modules(conn)
-            policies = await directory.sla_policies(conn)
-        if len(policies) != len(Priority):
-            raise ApplicationError("sla_policies must define P1..P4", type="IncompleteSlaPolicy")
+            policies = await directory.sla_policies(conn, customer.tier, customer.calendar_id)
+            if len(policies) != len(Priority):
+                raise ApplicationError(
+                    f"sla_policies must define P1..P4 for the {customer.tier.value} tier",
+                    type="IncompleteSlaPolicy",
+                )
+            decision = decide_priority(
+                customer.tier, request.declared_priority, f"{request.subject}\n{request.body}"
+            )
+            sla_calendar = None
+            if request.created_at is not None:
+                sla_calendar = await clock_calendar(
+                    conn, policies[decision.priority].calendar_id, request.created_at
+                )
 
         text = f"{request.subject}\n{request.body}"
         detected = self.detector.detect(text)
         uncertain = detected is None or detected.confidence < CONFIDENCE_THRESHOLD
         language = customer.language if uncertain else detected.code
         module = classify_module(text, taxonomy)
-        decision = decide_priority(customer.tier, request.declared_priority, text)
         return TriageResult(
             language=language,
             language_confidence=detected.confidence if detected else 0.0,
@@ -74,4 +89,5 @@ class TriageActivities:
             customer_tier=customer.tier,
             home_region=customer.region_id,
             policies=policies,
+            sla_calendar=sla_calendar,
         )

@@ -15,7 +15,7 @@ from activities.assignment import run_dispatch
 from api.auth import STAFF, Principal, new_token, require
 from api.rosters import roster_changed
 from api.schemas import TokenCreate, TokenOut
-from db import directory
+from db import calendars, directory
 from domain.directory import IDENT, SLUG, Agent, AgentFields, Customer, CustomerFields, Region, RegionFields
 from domain.enums import Role
 
@@ -58,6 +58,11 @@ def _not_found(kind: str, ident: str) -> HTTPException:
 async def _require_region(conn: asyncpg.Connection, region_id: str | None) -> None:
     if region_id is not None and await directory.get_region(conn, region_id) is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown region {region_id!r}")
+
+
+async def _require_calendar(conn: asyncpg.Connection, calendar_id: str | None) -> None:
+    if calendar_id is not None and await calendars.get_calendar(conn, calendar_id) is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown calendar {calendar_id!r}")
 
 
 async def _dispatch(request: Request) -> None:
@@ -212,6 +217,7 @@ async def create_customer(
     token = new_token("cus")
     async with _pool(request).acquire() as conn, conn.transaction():
         await _require_region(conn, body.region_id)
+        await _require_calendar(conn, body.calendar_id)
         customer = await directory.insert_customer(conn, body.id, body)
         if customer is None:
             raise HTTPException(status.HTTP_409_CONFLICT, f"customer {body.id!r} already exists")
@@ -230,6 +236,7 @@ async def update_customer(
         if await directory.get_customer(conn, customer_id) is None:
             raise _not_found("customer", customer_id)
         await _require_region(conn, body.region_id)
+        await _require_calendar(conn, body.calendar_id)
         return await directory.upsert_customer(conn, customer_id, body)
 
 

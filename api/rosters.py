@@ -84,6 +84,8 @@ async def list_overrides(
     agent_id: Ident, request: Request, _: Principal = Depends(require(*STAFF))
 ) -> list[RosterOverride]:
     async with _pool(request).acquire() as conn:
+        if await directory.get_agent(conn, agent_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"agent {agent_id!r} not found")
         return await rosters.list_overrides(conn, agent_id)
 
 

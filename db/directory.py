@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from domain.directory import Agent, AgentFields, Customer, CustomerFields, Region, RegionFields
-from domain.enums import Priority, Role
+from domain.enums import CustomerTier, Priority, Role
 from domain.routing import Shift
 from domain.sla import SlaTargets
 from domain.triage import ModuleDefinition
@@ -146,7 +146,14 @@ def _customer(row: asyncpg.Record) -> Customer:
 
 
 def _customer_args(fields: CustomerFields) -> tuple:
-    return (fields.name, fields.email, fields.tier.value, fields.language, fields.region_id)
+    return (
+        fields.name,
+        fields.email,
+        fields.tier.value,
+        fields.language,
+        fields.region_id,
+        fields.calendar_id,
+    )
 
 
 async def list_customers(conn: asyncpg.Connection) -> list[Customer]:
@@ -160,11 +167,12 @@ async def get_customer(conn: asyncpg.Connection, customer_id: str) -> Customer |
 
 async def upsert_customer(conn: asyncpg.Connection, customer_id: str, fields: CustomerFields) -> Customer:
     row = await conn.fetchrow(
-        """INSERT INTO customers (id, name, email, tier, language, region_id)
-           VALUES ($1, $2, $3, $4, $5, $6)
+        """INSERT INTO customers (id, name, email, tier, language, region_id, calendar_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (id) DO UPDATE SET
                name = EXCLUDED.name, email = EXCLUDED.email, tier = EXCLUDED.tier,
-               language = EXCLUDED.language, region_id = EXCLUDED.region_id, updated_at = now()
+               language = EXCLUDED.language, region_id = EXCLUDED.region_id,
+               calendar_id = EXCLUDED.calendar_id, updated_at = now()
            RETURNING *""",
         customer_id,
         *_customer_args(fields),
@@ -176,8 +184,8 @@ async def insert_customer(
     conn: asyncpg.Connection, customer_id: str, fields: CustomerFields
 ) -> Customer | None:
     row = await conn.fetchrow(
-        """INSERT INTO customers (id, name, email, tier, language, region_id)
-           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING *""",
+        """INSERT INTO customers (id, name, email, tier, language, region_id, calendar_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING *""",
         customer_id,
         *_customer_args(fields),
     )
@@ -192,13 +200,23 @@ async def list_modules(conn: asyncpg.Connection) -> list[ModuleDefinition]:
     return [ModuleDefinition(id=r["id"], name=r["name"], keywords=list(r["keywords"])) for r in rows]
 
 
-async def sla_policies(conn: asyncpg.Connection) -> dict[Priority, SlaTargets]:
-    rows = await conn.fetch("SELECT * FROM sla_policies")
+def _minutes(value: int | None) -> timedelta | None:
+    return timedelta(minutes=value) if value is not None else None
+
+
+async def sla_policies(
+    conn: asyncpg.Connection, tier: CustomerTier, customer_calendar: str | None
+) -> dict[Priority, SlaTargets]:
+    """The tier's targets per priority, with 'customer' resolved to the customer's contract calendar."""
+    rows = await conn.fetch("SELECT * FROM sla_policies WHERE tier = $1", tier.value)
     return {
         Priority(r["priority"]): SlaTargets(
             priority=Priority(r["priority"]),
-            first_response=timedelta(minutes=r["first_response_minutes"]),
-            resolution=timedelta(minutes=r["resolution_minutes"]),
+            first_response=_minutes(r["first_response_minutes"]),
+            resolution=_minutes(r["resolution_minutes"]),
+            next_response=_minutes(r["next_response_minutes"]),
+            periodic_update=_minutes(r["periodic_update_minutes"]),
+            calendar_id=customer_calendar if r["calendar"] == "customer" else r["calendar"],
         )
         for r in rows
     }

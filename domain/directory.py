@@ -82,6 +82,9 @@ class CustomerFields(BaseModel):
     tier: CustomerTier = CustomerTier.STANDARD
     language: str = Field(default="en", pattern=LANGUAGE_CODE)
     region_id: str | None = Field(default=None, pattern=SLUG)
+    calendar_id: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_-]{1,63}$", description="contract calendar of SLA clocks"
+    )
 
 
 class Customer(CustomerFields):

@@ -59,17 +59,8 @@ class Shift(BaseModel):
     end: time = time(17, 0)
 
     def covers(self, at: datetime, tz: ZoneInfo) -> bool:
-        local = at.astimezone(tz)
-        t = local.time().replace(tzinfo=None)
-        if self.start < self.end:
-            return local.isoweekday() in self.days and self.start <= t < self.end
-        if self.start == self.end:  # a 24-hour shift
-            return local.isoweekday() in self.days
-        if t >= self.start:
-            return local.isoweekday() in self.days
-        if t < self.end:  # the tail of last night's shift
-            return (local - timedelta(days=1)).isoweekday() in self.days
-        return False
+        """Whether the weekly shift (no overrides) covers `at`: the same windows the roster uses."""
+        return bool(shift_windows(self, tz.key, [], at, at + timedelta(microseconds=1)))
 
 
 def _union(intervals: list[Interval]) -> list[Interval]:
@@ -119,9 +110,10 @@ def shift_windows(
 ) -> list[Interval]:
     """When the agent is on shift between two instants (UTC, merged)."""
     base = shift_calendar(shift, timezone).windows(start, end) if shift.days else []
-    off = [(o.starts_at, o.ends_at) for o in overrides if o.kind is OverrideKind.OFF]
     extra = _clip([(o.starts_at, o.ends_at) for o in overrides if o.kind is OverrideKind.EXTRA], start, end)
-    return _union(_subtract(base, off) + extra)
+    off = [(o.starts_at, o.ends_at) for o in overrides if o.kind is OverrideKind.OFF]
+    # Time off wins over everything, extra cover included: someone on sick leave takes no tickets.
+    return _subtract(_union(base + extra), off)
 
 
 def on_shift(shift: Shift, timezone: str, overrides: list[RosterOverrideFields], at: datetime) -> bool:

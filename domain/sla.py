@@ -1,7 +1,11 @@
-"""SLA clocks: budgets that run, pause, stop and move, measured in calendar time.
+"""SLA clocks: budgets that run, pause, stop and move, in calendar or business time.
 
 The clock stores how much budget was consumed before the current running stretch, so a pause
 or a retarget never needs the history of the ticket to recompute where the clock stands.
+
+Business time comes from a `ClockCalendar`: the open windows (UTC) of the policy's calendar
+over a horizon, computed by an activity from `domain.calendars` and carried in the workflow's
+state, so the workflow itself never reads time-zone data. Without one, every minute counts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from domain.enums import Priority
 class SlaTarget(StrEnum):
     FIRST_RESPONSE = "first_response"
     RESOLUTION = "resolution"
+    NEXT_RESPONSE = "next_response"  # to each customer message after the first response
+    PERIODIC_UPDATE = "periodic_update"  # keep the customer informed every N hours while open
 
 
 class SlaClockState(StrEnum):
@@ -28,14 +34,53 @@ class SlaClockState(StrEnum):
 
 
 class SlaTargets(BaseModel):
-    """One row of the SLA policy table (`sla_policies`)."""
+    """One row of the SLA policy table (`sla_policies`, per priority and customer tier)."""
 
     priority: Priority
     first_response: timedelta
     resolution: timedelta
+    next_response: timedelta | None = None
+    periodic_update: timedelta | None = None
+    calendar_id: str | None = None  # the calendar the clocks run on; None: every minute counts
 
-    def budget(self, target: SlaTarget) -> timedelta:
-        return self.first_response if target is SlaTarget.FIRST_RESPONSE else self.resolution
+    def budget(self, target: SlaTarget) -> timedelta | None:
+        return {
+            SlaTarget.FIRST_RESPONSE: self.first_response,
+            SlaTarget.RESOLUTION: self.resolution,
+            SlaTarget.NEXT_RESPONSE: self.next_response,
+            SlaTarget.PERIODIC_UPDATE: self.periodic_update,
+        }[target]
+
+
+class ClockCalendar(BaseModel):
+    """Open windows of a business calendar between `start` and `end` (UTC, sorted, merged)."""
+
+    calendar_id: str
+    start: datetime
+    end: datetime
+    windows: list[tuple[datetime, datetime]]
+
+    def between(self, a: datetime, b: datetime) -> timedelta:
+        total = timedelta(0)
+        for w_start, w_end in self.windows:
+            lo, hi = max(w_start, a), min(w_end, b)
+            if hi > lo:
+                total += hi - lo
+        return total
+
+    def add(self, start: datetime, amount: timedelta) -> datetime | None:
+        """When `amount` of open time has passed after `start`; None beyond the horizon."""
+        if amount <= timedelta(0):
+            return start
+        remaining = amount
+        for w_start, w_end in self.windows:
+            lo = max(w_start, start)
+            if w_end <= lo:
+                continue
+            if w_end - lo >= remaining:
+                return lo + remaining
+            remaining -= w_end - lo
+        return None
 
 
 class SlaClock(BaseModel):
@@ -59,24 +104,30 @@ class SlaClock(BaseModel):
     def is_stopped(self) -> bool:
         return self.stopped_at is not None
 
-    def elapsed(self, now: datetime) -> timedelta:
+    def elapsed(self, now: datetime, calendar: ClockCalendar | None = None) -> timedelta:
         if self.running_since is None:
             return self.consumed
-        return self.consumed + max(now - self.running_since, timedelta(0))
+        if calendar is None:
+            return self.consumed + max(now - self.running_since, timedelta(0))
+        return self.consumed + calendar.between(self.running_since, now)
 
-    def due_at(self) -> datetime | None:
-        """When the budget runs out if the clock keeps running; None while paused or stopped."""
+    def _when_consumed(self, amount: timedelta, calendar: ClockCalendar | None) -> datetime | None:
         if self.running_since is None:
             return None
-        return self.running_since + (self.budget - self.consumed)
+        if calendar is None:
+            return self.running_since + (amount - self.consumed)
+        return calendar.add(self.running_since, amount - self.consumed)
 
-    def warning_at(self, ratio: float) -> datetime | None:
-        if self.running_since is None:
-            return None
-        return self.running_since + (self.budget * ratio - self.consumed)
+    def due_at(self, calendar: ClockCalendar | None = None) -> datetime | None:
+        """When the budget runs out if the clock keeps running; None while paused or stopped
+        (or, in business time, beyond the calendar's horizon)."""
+        return self._when_consumed(self.budget, calendar)
 
-    def state(self, now: datetime, ratio: float) -> SlaClockState:
-        elapsed = self.elapsed(now)
+    def warning_at(self, ratio: float, calendar: ClockCalendar | None = None) -> datetime | None:
+        return self._when_consumed(self.budget * ratio, calendar)
+
+    def state(self, now: datetime, ratio: float, calendar: ClockCalendar | None = None) -> SlaClockState:
+        elapsed = self.elapsed(now, calendar)
         if elapsed >= self.budget:
             return SlaClockState.BREACHED
         if self.is_stopped:
@@ -87,18 +138,18 @@ class SlaClock(BaseModel):
             return SlaClockState.WARNING
         return SlaClockState.RUNNING
 
-    def pause(self, now: datetime) -> None:
+    def pause(self, now: datetime, calendar: ClockCalendar | None = None) -> None:
         if self.running_since is not None:
-            self.consumed = self.elapsed(now)
+            self.consumed = self.elapsed(now, calendar)
             self.running_since = None
 
     def resume(self, now: datetime) -> None:
         if self.running_since is None and not self.is_stopped:
             self.running_since = now
 
-    def stop(self, now: datetime) -> None:
+    def stop(self, now: datetime, calendar: ClockCalendar | None = None) -> None:
         if not self.is_stopped:
-            self.pause(now)
+            self.pause(now, calendar)
             self.stopped_at = now
 
     def restart(self, now: datetime) -> None:
@@ -107,10 +158,17 @@ class SlaClock(BaseModel):
             self.stopped_at = None
             self.running_since = now
 
-    def retarget(self, budget: timedelta, now: datetime, ratio: float) -> None:
+    def reset(self, now: datetime) -> None:
+        """Start a fresh budget (a new customer message, a new update period)."""
+        self.consumed, self.running_since, self.stopped_at = timedelta(0), now, None
+        self.warning_sent = self.breach_sent = False
+
+    def retarget(
+        self, budget: timedelta, now: datetime, ratio: float, calendar: ClockCalendar | None = None
+    ) -> None:
         """Move the deadline; a warning or breach that no longer holds may be raised again later."""
         self.budget = budget
-        elapsed = self.elapsed(now)
+        elapsed = self.elapsed(now, calendar)
         if elapsed < budget:
             self.breach_sent = False
         if elapsed < budget * ratio:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from domain.enums import ActorType, CustomerTier, Priority, TicketStatus
 from domain.lifecycle import LifecyclePolicy
-from domain.sla import SlaClock, SlaClockState, SlaTarget, SlaTargets
+from domain.sla import ClockCalendar, SlaClock, SlaClockState, SlaTarget, SlaTargets
 
 MAX_BODY_CHARS = 20_000
 MAX_SUBJECT_CHARS = 300
@@ -112,6 +112,7 @@ class TicketState(BaseModel):
     queued_since: datetime | None = None
     policies: dict[Priority, SlaTargets] = Field(default_factory=dict)
     clocks: dict[SlaTarget, SlaClock] = Field(default_factory=dict)
+    sla_calendar: ClockCalendar | None = None  # None: the clocks count every minute
     first_response_at: datetime | None = None
     resolved_at: datetime | None = None
     closed_at: datetime | None = None

@@ -528,12 +528,13 @@ def test_24h_shift_start_equals_end(at: datetime, covered: bool):
     assert shift.covers(at, TOKYO) is covered
 
 
-def test_24h_shift_not_starting_at_midnight_covers_whole_listed_days():
+def test_24h_shift_not_starting_at_midnight_runs_from_its_start_to_the_next_day():
     shift = Shift(days=[3], start=time(9), end=time(9))
-    # Wednesday 2026-01-14 from 00:00 to 23:59 local.
-    assert shift.covers(local(DUBLIN, 2026, 1, 14, 0, 30), DUBLIN)
-    assert shift.covers(local(DUBLIN, 2026, 1, 14, 23, 30), DUBLIN)
-    assert not shift.covers(local(DUBLIN, 2026, 1, 15, 0, 30), DUBLIN)
+    # Wednesday 2026-01-14 09:00 to Thursday 09:00, local: the same reading as the roster's windows.
+    assert not shift.covers(local(DUBLIN, 2026, 1, 14, 8, 30), DUBLIN)
+    assert shift.covers(local(DUBLIN, 2026, 1, 14, 9, 0), DUBLIN)
+    assert shift.covers(local(DUBLIN, 2026, 1, 15, 8, 30), DUBLIN)
+    assert not shift.covers(local(DUBLIN, 2026, 1, 15, 9, 0), DUBLIN)
 
 
 NY_DAY = Shift(days=EVERY_DAY, start=time(8), end=time(17))

@@ -205,7 +205,11 @@ async def test_agent_reply_stops_the_first_response_clock(desk):
     async with desk.pool.acquire() as conn:
         row = await tickets.get_ticket(conn, ticket_id)
     assert row["first_response_at"] is not None
-    assert {v["target"]: v["state"] for v in row["sla"]} == {"first_response": "met", "resolution": "running"}
+    assert {v["target"]: v["state"] for v in row["sla"]} == {
+        "first_response": "met",
+        "resolution": "running",
+        "periodic_update": "running",  # P2 promises updates
+    }
 
 
 async def test_pending_customer_pauses_resolution_and_a_customer_message_resumes_it(desk):

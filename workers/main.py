@@ -19,6 +19,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.assignment import AssignmentActivities
+from activities.calendars import CalendarActivities
 from activities.intake import IntakeActivities
 from activities.language import LanguageDetectorService
 from activities.notifications import NotificationActivities
@@ -50,6 +51,7 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         deps.pool, deps.http, settings.webhook_url, settings.webhook_secret
     )
     intake = IntakeActivities(deps.pool, client, settings.task_queue, settings.lifecycle())
+    calendars = CalendarActivities(deps.pool)
     return [
         triage.triage_ticket,
         assignment.claim_best_agent,
@@ -62,6 +64,7 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         projection.project_ticket,
         notifications.deliver_notification,
         intake.start_unstarted_tickets,
+        calendars.sla_calendar,
     ]
 
 

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRequest,
         ShiftEndRequest,
     )
+    from activities.calendars import CalendarActivities, CalendarWindowsRequest
     from activities.notifications import NotificationActivities
     from activities.projection import ProjectionActivities
     from activities.triage import TriageActivities, TriageRequest
@@ -81,6 +82,8 @@ DISPATCH_OUTSIDE_UPDATES = "dispatch-outside-updates"  # resolve/assign no longe
 NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen window notifies someone
 SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
 LAST_MESSAGE_CHARS = 500
+# Ask for more business-calendar windows when fewer than this remain ahead.
+CALENDAR_REFRESH_MARGIN = timedelta(days=7)
 
 
 @workflow.defn(name="TicketWorkflow")
@@ -116,6 +119,7 @@ class TicketWorkflow:
                 await self._assign(preferred=None)
         while True:
             async with self.lock:
+                await self._refresh_sla_calendar()
                 self._process_due()
                 await self._process_offers()
                 await self._process_handoff()
@@ -170,17 +174,70 @@ class TicketWorkflow:
     def _next_due(self) -> datetime | None:
         candidates: list[datetime] = []
         ratio = self.lifecycle.sla_warning_ratio
+        cal = self.s.sla_calendar
         for clock in self.s.clocks.values():
             if clock.is_running and not clock.is_stopped:
                 if not clock.warning_sent:
-                    candidates.append(clock.warning_at(ratio))
+                    candidates.append(clock.warning_at(ratio, cal))
                 if not clock.breach_sent:
-                    candidates.append(clock.due_at())
+                    candidates.append(clock.due_at(cal))
+        if cal is not None and any(c.is_running for c in self.s.clocks.values()):
+            candidates.append(cal.end - CALENDAR_REFRESH_MARGIN)
+        candidates = [c for c in candidates if c is not None]
         if self.s.status is TicketStatus.RESOLVED and self.s.resolved_at is not None:
             candidates.extend(self._survey_deadlines())
         if self.handoffs:
             candidates.extend(self._handoff_deadlines())
         return min(candidates) if candidates else None
+
+    # --- SLA clocks beyond first response and resolution --------------------------------
+
+    def _awaiting_answer(self, now: datetime) -> None:
+        """A customer wrote after our first response: the next-response clock starts afresh."""
+        s = self.s
+        budget = s.policies[s.priority].next_response if s.priority in s.policies else None
+        first = s.clocks.get(SlaTarget.FIRST_RESPONSE)
+        if budget is None or first is None or not first.is_stopped:
+            return
+        clock = s.clocks.get(SlaTarget.NEXT_RESPONSE)
+        if clock is None:
+            s.clocks[SlaTarget.NEXT_RESPONSE] = SlaClock.start(SlaTarget.NEXT_RESPONSE, budget, now)
+        elif clock.is_stopped:
+            clock.budget = budget
+            clock.reset(now)
+
+    def _answered(self, now: datetime) -> None:
+        """A public reply answers the customer's last message and starts a new update period."""
+        s = self.s
+        waiting = s.clocks.get(SlaTarget.NEXT_RESPONSE)
+        if waiting is not None and not waiting.is_stopped:
+            waiting.stop(now, s.sla_calendar)
+        budget = s.policies[s.priority].periodic_update if s.priority in s.policies else None
+        if budget is None:
+            return
+        period = s.clocks.get(SlaTarget.PERIODIC_UPDATE)
+        if period is None:
+            s.clocks[SlaTarget.PERIODIC_UPDATE] = SlaClock.start(SlaTarget.PERIODIC_UPDATE, budget, now)
+        else:
+            period.budget = budget
+            period.reset(now)
+            if s.status is TicketStatus.PENDING_CUSTOMER:
+                period.pause(now, s.sla_calendar)
+
+    async def _refresh_sla_calendar(self) -> None:
+        """Fetch the next stretch of business-calendar windows before the current ones run out."""
+        s, now = self.s, workflow.now()
+        cal = s.sla_calendar
+        if cal is None or now < cal.end - CALENDAR_REFRESH_MARGIN:
+            return
+        running = [c.running_since for c in s.clocks.values() if c.running_since is not None]
+        fresh = await workflow.execute_activity_method(
+            CalendarActivities.sla_calendar,
+            CalendarWindowsRequest(calendar_id=cal.calendar_id, start=min([now, *running])),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+        s.sla_calendar = fresh
+        self.dirty = True
 
     # --- shift-end handoff ----------------------------------------------------------------
 
@@ -253,7 +310,7 @@ class TicketWorkflow:
             "next_action": note.next_action if note else None,
             "promised_update": note.promised_update if note else None,
             "sla_due": {
-                target.value: clock.due_at().isoformat() if clock.due_at() else None
+                target.value: due.isoformat() if (due := clock.due_at(s.sla_calendar)) else None
                 for target, clock in s.clocks.items()
             },
         }
@@ -350,13 +407,15 @@ class TicketWorkflow:
     def _process_due(self) -> None:
         now = workflow.now()
         ratio = self.lifecycle.sla_warning_ratio
+        cal = self.s.sla_calendar
         for clock in self.s.clocks.values():
             if not clock.is_running or clock.is_stopped:
                 continue
-            if not clock.warning_sent and now >= clock.warning_at(ratio):
+            warning_at, due_at = clock.warning_at(ratio, cal), clock.due_at(cal)
+            if not clock.warning_sent and warning_at is not None and now >= warning_at:
                 clock.warning_sent = True
                 self._sla_event("sla_warning", clock)
-            if not clock.breach_sent and now >= clock.due_at():
+            if not clock.breach_sent and due_at is not None and now >= due_at:
                 clock.breach_sent = True
                 self._sla_event("sla_breached", clock)
         if self.s.status is TicketStatus.RESOLVED:
@@ -392,6 +451,7 @@ class TicketWorkflow:
                 subject=self.s.subject,
                 body=body,
                 declared_priority=self.s.declared_priority,
+                created_at=self.s.created_at,
             ),
             start_to_close_timeout=TRIAGE_TIMEOUT,
         )
@@ -405,7 +465,11 @@ class TicketWorkflow:
         )
         s.policies = result.policies
         targets = s.policies[s.priority]
-        s.clocks = {t: SlaClock.start(t, targets.budget(t), s.created_at) for t in SlaTarget}
+        s.sla_calendar = result.sla_calendar
+        s.clocks = {
+            t: SlaClock.start(t, targets.budget(t), s.created_at)
+            for t in (SlaTarget.FIRST_RESPONSE, SlaTarget.RESOLUTION)
+        }
         self._event(
             "triaged",
             Actor.system(s.region),
@@ -502,6 +566,7 @@ class TicketWorkflow:
                 return
             s, now = self.s, workflow.now()
             s.last_customer_message = message.body[:LAST_MESSAGE_CHARS]
+            self._awaiting_answer(now)
             self._event(
                 "customer_message",
                 message.actor,
@@ -545,9 +610,11 @@ class TicketWorkflow:
                 },
             )
             first = False
+            if not reply.internal:
+                self._answered(now)
             clock = s.clocks.get(SlaTarget.FIRST_RESPONSE)
             if not reply.internal and clock is not None and not clock.is_stopped:
-                clock.stop(now)
+                clock.stop(now, s.sla_calendar)
                 s.first_response_at, first = now, True
             kept = list(s.recent_replies.items())[-(REMEMBERED_IDS - 1) :]
             s.recent_replies = {**dict(kept), reply.reply_id: seq}
@@ -594,11 +661,15 @@ class TicketWorkflow:
     def _set_status(self, status: TicketStatus, actor: Actor, reason: str | None) -> None:
         s, now = self.s, workflow.now()
         previous, s.status = s.status, status
-        clock = s.clocks[SlaTarget.RESOLUTION]
-        if status is TicketStatus.PENDING_CUSTOMER:
-            clock.pause(now)
-        elif previous is TicketStatus.PENDING_CUSTOMER:
-            clock.resume(now)
+        # Waiting on the customer stops counting against us; so does the update promise.
+        for target in (SlaTarget.RESOLUTION, SlaTarget.PERIODIC_UPDATE):
+            clock = s.clocks.get(target)
+            if clock is None:
+                continue
+            if status is TicketStatus.PENDING_CUSTOMER:
+                clock.pause(now, s.sla_calendar)
+            elif previous is TicketStatus.PENDING_CUSTOMER:
+                clock.resume(now)
         self._event(
             "status_changed", actor, data={"from": previous.value, "to": status.value, "reason": reason}
         )
@@ -646,9 +717,9 @@ class TicketWorkflow:
             for target, clock in s.clocks.items():
                 if clock.is_stopped:
                     continue  # a met or breached target keeps the verdict it had
-                clock.retarget(
-                    s.policies[change.priority].budget(target), now, self.lifecycle.sla_warning_ratio
-                )
+                budget = s.policies[change.priority].budget(target)
+                if budget is not None:
+                    clock.retarget(budget, now, self.lifecycle.sla_warning_ratio, s.sla_calendar)
             self._event(
                 "priority_changed",
                 change.actor,
@@ -680,7 +751,7 @@ class TicketWorkflow:
             if s.first_response_at is None:
                 s.first_response_at = now  # the customer is told: resolving answers them too
             for clock in s.clocks.values():
-                clock.stop(now)
+                clock.stop(now, s.sla_calendar)
             s.status, s.resolved_at, s.survey = TicketStatus.RESOLVED, now, Survey()
             self._event("resolved", request.actor, data={"resolution": request.resolution})
             dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
@@ -790,7 +861,7 @@ class TicketWorkflow:
         s = self.s
         data = {
             "target": clock.target.value,
-            "due_at": clock.due_at().isoformat(),
+            "due_at": due.isoformat() if (due := clock.due_at(s.sla_calendar)) else None,
             "priority": s.priority.value,
         }
         self._event(kind, Actor.system(s.region), internal=True, data=data)
@@ -847,10 +918,10 @@ class TicketWorkflow:
         return [
             SlaView(
                 target=target,
-                state=clock.state(now, ratio),
-                due_at=clock.due_at(),
+                state=clock.state(now, ratio, self.s.sla_calendar),
+                due_at=clock.due_at(self.s.sla_calendar),
                 target_minutes=clock.budget.total_seconds() / 60,
-                elapsed_minutes=round(clock.elapsed(now).total_seconds() / 60, 2),
+                elapsed_minutes=round(clock.elapsed(now, self.s.sla_calendar).total_seconds() / 60, 2),
             )
             for target, clock in self.s.clocks.items()
         ]

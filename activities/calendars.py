@@ -1,0 +1,43 @@
+"""Business calendars for SLA clocks: the open windows a workflow counts time in."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import asyncpg
+from pydantic import BaseModel
+from temporalio import activity
+
+from db import calendars
+from domain.sla import ClockCalendar
+
+# Windows are handed to workflows this far ahead; the workflow asks again before they run out.
+HORIZON = timedelta(days=45)
+
+
+class CalendarWindowsRequest(BaseModel):
+    calendar_id: str
+    start: datetime
+
+
+async def clock_calendar(
+    conn: asyncpg.Connection, calendar_id: str | None, start: datetime
+) -> ClockCalendar | None:
+    """None when every minute counts (no calendar, an unknown one, or one that is always open)."""
+    if calendar_id is None:
+        return None
+    calendar = await calendars.get_calendar(conn, calendar_id)
+    if calendar is None or calendar.always_open:
+        return None
+    end = start + HORIZON
+    return ClockCalendar(calendar_id=calendar.id, start=start, end=end, windows=calendar.windows(start, end))
+
+
+class CalendarActivities:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    @activity.defn(name="sla_calendar")
+    async def sla_calendar(self, request: CalendarWindowsRequest) -> ClockCalendar | None:
+        async with self.pool.acquire() as conn:
+            return await clock_calendar(conn, request.calendar_id, request.start)
