@@ -17,11 +17,12 @@ HORIZON = timedelta(days=45)
 
 class CalendarWindowsRequest(BaseModel):
     calendar_id: str
-    start: datetime
+    start: datetime  # the earliest instant a running clock counts from
+    now: datetime | None = None  # windows reach HORIZON beyond this (default: beyond start)
 
 
 async def clock_calendar(
-    conn: asyncpg.Connection, calendar_id: str | None, start: datetime
+    conn: asyncpg.Connection, calendar_id: str | None, start: datetime, now: datetime | None = None
 ) -> ClockCalendar | None:
     """None when every minute counts (no calendar, an unknown one, or one that is always open)."""
     if calendar_id is None:
@@ -29,7 +30,7 @@ async def clock_calendar(
     calendar = await calendars.get_calendar(conn, calendar_id)
     if calendar is None or calendar.always_open:
         return None
-    end = start + HORIZON
+    end = max(start, now or start) + HORIZON
     return ClockCalendar(calendar_id=calendar.id, start=start, end=end, windows=calendar.windows(start, end))
 
 
@@ -40,4 +41,4 @@ class CalendarActivities:
     @activity.defn(name="sla_calendar")
     async def sla_calendar(self, request: CalendarWindowsRequest) -> ClockCalendar | None:
         async with self.pool.acquire() as conn:
-            return await clock_calendar(conn, request.calendar_id, request.start)
+            return await clock_calendar(conn, request.calendar_id, request.start, request.now)

@@ -233,7 +233,7 @@ class TicketWorkflow:
         running = [c.running_since for c in s.clocks.values() if c.running_since is not None]
         fresh = await workflow.execute_activity_method(
             CalendarActivities.sla_calendar,
-            CalendarWindowsRequest(calendar_id=cal.calendar_id, start=min([now, *running])),
+            CalendarWindowsRequest(calendar_id=cal.calendar_id, start=min([now, *running]), now=now),
             start_to_close_timeout=DB_TIMEOUT,
         )
         s.sla_calendar = fresh
