@@ -14,6 +14,7 @@ from db import assignment
 from db.assignment import AssignmentRefused, ClaimOutcome, Offer
 from domain.enums import Priority
 from domain.errors import AGENT_UNAVAILABLE, refuse
+from domain.routing import LanguageMatch
 from domain.tickets import OFFER_SIGNAL, AgentRef, AssignmentOffer, ticket_workflow_id
 
 # An offer not yet confirmed after this long is sent again by the scheduled dispatcher.
@@ -29,6 +30,8 @@ class ClaimBestRequest(BaseModel):
     at: datetime
     queued_since: datetime
     preferred_agent_id: str | None = None
+    match: LanguageMatch = LanguageMatch.FLUENT
+    customer_id: str | None = None
 
 
 class ClaimAgentRequest(BaseModel):

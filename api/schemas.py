@@ -52,6 +52,7 @@ class TicketOut(BaseModel):
     sla_state: str | None
     csat_score: int | None
     csat_comment: str | None
+    machine_translation: bool = Field(description="the assignee does not speak the ticket's language")
 
     @classmethod
     def from_row(cls, row: Any) -> TicketOut:

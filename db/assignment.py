@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from domain.enums import Priority
 from domain.rosters import SHIFT_LOOKAHEAD, RosterOverride
-from domain.routing import AgentLanguage, Candidate, Shift, rank_candidates
+from domain.routing import AgentLanguage, Candidate, LanguageMatch, Shift, rank_candidates
 from domain.tickets import AgentRef
 
 
@@ -38,12 +38,14 @@ class ClaimOutcome(BaseModel):
     agent: AgentRef | None
     queued: bool = False
     reason: str
+    machine_translation: bool = False  # the agent does not speak the ticket's language
 
 
 class Offer(BaseModel):
     offer_id: str
     ticket_id: int
     agent: AgentRef
+    machine_translation: bool = False
 
 
 _AGENTS = """
@@ -174,35 +176,58 @@ async def claim_best_agent(
     at: datetime,
     queued_since: datetime,
     preferred_agent_id: str | None = None,
+    match: LanguageMatch = LanguageMatch.FLUENT,
+    customer_id: str | None = None,
 ) -> ClaimOutcome:
     """Claim the best on-shift agent, or put the ticket in the queue. Safe to retry."""
     async with conn.transaction():
         existing = await _current_claim(conn, ticket_id)
         if existing is not None:
             return ClaimOutcome(agent=existing, reason=f"{existing.region}/{existing.name}: already claimed")
+        if preferred_agent_id is None and customer_id is not None:
+            preferred_agent_id = await _last_engineer_of(conn, customer_id, ticket_id)
+        spoken = None if match is LanguageMatch.ANY else language
         ranked = rank_candidates(
-            await _available_candidates(conn, at, language), language, module, at, home_region
+            await _available_candidates(conn, at, spoken), language, module, at, home_region, match
         )
-        # The engineer who already knows the ticket goes first when they can take it.
+        # The engineer who already knows the ticket (or this customer) goes first when they can take it.
         ranked.sort(key=lambda c: c.id != preferred_agent_id)
         for candidate in ranked:
             if await _take_capacity(conn, candidate.id):
                 await _record_claim(conn, ticket_id, candidate.id)
-                return ClaimOutcome(agent=_ref(candidate, at), reason=_why(candidate, language, module))
+                sticky = " (handled this customer before)" if candidate.id == preferred_agent_id else ""
+                return ClaimOutcome(
+                    agent=_ref(candidate, at),
+                    reason=_why(candidate, language, module) + sticky,
+                    machine_translation=candidate.speaks(language) is None,
+                )
         await conn.execute(
-            """INSERT INTO ticket_queue (ticket_id, home_region, language, module, priority, queued_at)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (ticket_id) DO UPDATE SET priority = EXCLUDED.priority""",
+            """INSERT INTO ticket_queue (ticket_id, home_region, language, module, priority, queued_at, match)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (ticket_id) DO UPDATE SET priority = EXCLUDED.priority, match = EXCLUDED.match""",
             ticket_id,
             home_region,
             language,
             module,
             priority.value,
             queued_since,
+            match.value,
         )
         return ClaimOutcome(
-            agent=None, queued=True, reason=f"no agent on shift with {language} and {module} has room"
+            agent=None,
+            queued=True,
+            reason=f"no agent on shift with {language} ({match.value}) and {module} has room",
         )
+
+
+async def _last_engineer_of(conn: asyncpg.Connection, customer_id: str, ticket_id: int) -> str | None:
+    """Who handled this customer's most recent other ticket."""
+    return await conn.fetchval(
+        """SELECT assignee_id FROM tickets WHERE customer_id = $1 AND id <> $2 AND assignee_id IS NOT NULL
+           ORDER BY created_at DESC LIMIT 1""",
+        customer_id,
+        ticket_id,
+    )
 
 
 async def claim_agent(
@@ -318,13 +343,23 @@ async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 5_
         for row in queued:
             if not any(c.load < c.capacity for c in candidates):
                 break  # nobody has room: the rest of the queue waits
-            ranked = rank_candidates(candidates, row["language"], row["module"], at, row["home_region"])
+            ranked = rank_candidates(
+                candidates,
+                row["language"],
+                row["module"],
+                at,
+                row["home_region"],
+                LanguageMatch(row["match"]),
+            )
             for candidate in ranked:
                 if await _take_capacity(conn, candidate.id):
                     candidate.load += 1
                     await _record_claim(conn, row["ticket_id"], candidate.id)
                     offer = Offer(
-                        offer_id=str(uuid.uuid4()), ticket_id=row["ticket_id"], agent=_ref(candidate, at)
+                        offer_id=str(uuid.uuid4()),
+                        ticket_id=row["ticket_id"],
+                        agent=_ref(candidate, at),
+                        machine_translation=candidate.speaks(row["language"]) is None,
                     )
                     await conn.execute(
                         "INSERT INTO assignment_offers (offer_id, ticket_id, agent_id) VALUES ($1, $2, $3)",

@@ -125,7 +125,8 @@ async def apply_projection(conn: asyncpg.Connection, batch: ProjectionBatch) -> 
             """UPDATE tickets SET revision = $2, status = $3, language = $4, language_confidence = $5,
                    module = $6, priority = $7, region = $8, assignee_id = $9, updated_at = $10,
                    first_response_at = $11, resolved_at = $12, closed_at = $13, reopen_count = $14,
-                   sla = $15, sla_state = $16, csat_score = $17, csat_comment = $18
+                   sla = $15, sla_state = $16, csat_score = $17, csat_comment = $18,
+                   machine_translation = $19
                WHERE id = $1 AND revision < $2""",
             s.ticket_id,
             s.revision,
@@ -145,6 +146,7 @@ async def apply_projection(conn: asyncpg.Connection, batch: ProjectionBatch) -> 
             s.sla_state.value if s.sla_state else None,
             s.csat_score,
             s.csat_comment,
+            s.machine_translation,
         )
         applied = result == "UPDATE 1"
         if applied and s.priority is not None:

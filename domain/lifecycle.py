@@ -19,3 +19,7 @@ class LifecyclePolicy(BaseModel):
     handoff_lead: timedelta = timedelta(minutes=15)
     handoff_ack_timeout: timedelta = timedelta(minutes=15)
     pending_customer_handoff: Literal["move", "stay"] = "move"
+    # Routing fallback: how long a queued ticket waits for a native speaker, then for a fluent
+    # one, before any skilled agent takes it with machine translation.
+    native_wait: timedelta = timedelta(minutes=5)
+    fluent_wait: timedelta = timedelta(minutes=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
@@ -38,16 +39,38 @@ class Candidate(BaseModel):
         return shift_end(self.shift, self.timezone, self.overrides, at)
 
 
+class LanguageMatch(StrEnum):
+    """How strictly a ticket's language must match; a queued ticket widens it as it waits."""
+
+    NATIVE = "native"  # native speakers only
+    FLUENT = "fluent"  # anyone who speaks it
+    ANY = "any"  # any skilled agent: the conversation goes through machine translation
+
+    def widened(self) -> LanguageMatch:
+        return {LanguageMatch.NATIVE: LanguageMatch.FLUENT}.get(self, LanguageMatch.ANY)
+
+
 def rank_candidates(
-    candidates: list[Candidate], language: str, module: str, at: datetime, home_region: str | None
+    candidates: list[Candidate],
+    language: str,
+    module: str,
+    at: datetime,
+    home_region: str | None,
+    match: LanguageMatch = LanguageMatch.FLUENT,
 ) -> list[Candidate]:
-    """Agents able to take the ticket now, best first: native speakers, higher skill, lower load."""
+    """Agents able to take the ticket now, best first: lower load, native speakers, higher skill."""
+
+    def speaks_well_enough(agent: Candidate) -> bool:
+        level = agent.speaks(language)
+        if match is LanguageMatch.NATIVE:
+            return level is not None and level.level is LanguageLevel.NATIVE
+        return match is LanguageMatch.ANY or level is not None
 
     def fits(agent: Candidate) -> bool:
         return (
             agent.active
             and agent.load < agent.capacity
-            and agent.speaks(language) is not None
+            and speaks_well_enough(agent)
             and module in agent.skills
             and agent.on_shift(at)
         )
@@ -57,6 +80,7 @@ def rank_candidates(
         native = level is not None and level.level is LanguageLevel.NATIVE
         return (
             agent.load / agent.capacity,
+            level is None,
             not native,
             -agent.skills.get(module, 0),
             agent.region != home_region,

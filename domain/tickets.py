@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from domain.enums import ActorType, CustomerTier, Priority, TicketStatus
 from domain.lifecycle import LifecyclePolicy
+from domain.routing import LanguageMatch
 from domain.sla import ClockCalendar, SlaClock, SlaClockState, SlaTarget, SlaTargets
 
 MAX_BODY_CHARS = 20_000
@@ -121,6 +122,8 @@ class TicketState(BaseModel):
     handoff: Handoff | None = None
     handoff_note: HandoffNote | None = None
     last_customer_message: str | None = None
+    language_match: LanguageMatch = LanguageMatch.FLUENT
+    machine_translation: bool = False
     next_seq: int = 1
     revision: int = 0
     recent_message_ids: list[str] = Field(default_factory=list)
@@ -153,6 +156,7 @@ class TicketSnapshot(BaseModel):
     sla_state: SlaClockState | None
     csat_score: int | None
     csat_comment: str | None
+    machine_translation: bool = False
 
 
 class ProjectionBatch(BaseModel):
@@ -245,6 +249,7 @@ class AssignmentOffer(BaseModel):
     offer_id: str
     ticket_id: int
     agent: AgentRef
+    machine_translation: bool = False
 
 
 class TicketOutcome(BaseModel):

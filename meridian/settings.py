@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     handoff_lead: timedelta = timedelta(minutes=15)
     handoff_ack_timeout: timedelta = timedelta(minutes=15)
     pending_customer_handoff: Literal["move", "stay"] = "move"
+    native_wait: timedelta = timedelta(minutes=5)
+    fluent_wait: timedelta = timedelta(minutes=10)
 
     languages: list[str] = ["en", "es", "pt", "fr", "de", "zh", "ja", "ko"]
 
@@ -56,6 +58,8 @@ class Settings(BaseSettings):
             handoff_lead=self.handoff_lead,
             handoff_ack_timeout=self.handoff_ack_timeout,
             pending_customer_handoff=self.pending_customer_handoff,
+            native_wait=self.native_wait,
+            fluent_wait=self.fluent_wait,
         )
 
 

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.enums import TicketStatus
     from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE, refuse
     from domain.notifications import Notification
+    from domain.routing import LanguageMatch
     from domain.sla import SlaClock, SlaTarget, worst_state
     from domain.tickets import (
         OFFER_SIGNAL,
@@ -81,6 +82,7 @@ OPEN_STATES = (TicketStatus.QUEUED, TicketStatus.OPEN, TicketStatus.PENDING_CUST
 DISPATCH_OUTSIDE_UPDATES = "dispatch-outside-updates"  # resolve/assign no longer dispatch under the lock
 NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen window notifies someone
 SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
+ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, then machine translation
 LAST_MESSAGE_CHARS = 500
 # Ask for more business-calendar windows when fewer than this remain ahead.
 CALENDAR_REFRESH_MARGIN = timedelta(days=7)
@@ -107,12 +109,14 @@ class TicketWorkflow:
         self.background: set[asyncio.Task[None]] = set()
         self.published: dict[str, str | None] = {}
         self.handoffs = False  # set in run(): histories from before handoffs replay without them
+        self.fallback = False  # likewise for the native -> fluent -> machine translation fallback
 
     # --- the main loop --------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: TicketInput) -> TicketOutcome:
         self.handoffs = workflow.patched(SHIFT_HANDOFF)
+        self.fallback = workflow.patched(ROUTING_FALLBACK)
         if input.state is None:
             async with self.lock:
                 await self._triage(input.body)
@@ -122,6 +126,7 @@ class TicketWorkflow:
                 await self._refresh_sla_calendar()
                 self._process_due()
                 await self._process_offers()
+                await self._widen_routing()
                 await self._process_handoff()
                 await self._flush()
             if self.s.status is TicketStatus.CLOSED:
@@ -188,6 +193,8 @@ class TicketWorkflow:
             candidates.extend(self._survey_deadlines())
         if self.handoffs:
             candidates.extend(self._handoff_deadlines())
+        if (widening := self._widening_due()) is not None:
+            candidates.append(widening)
         return min(candidates) if candidates else None
 
     # --- SLA clocks beyond first response and resolution --------------------------------
@@ -490,6 +497,10 @@ class TicketWorkflow:
     async def _assign(self, preferred: str | None) -> None:
         s = self.s
         now = workflow.now()
+        fallback = {}
+        if self.fallback:
+            s.language_match = LanguageMatch.NATIVE if self.lifecycle.native_wait else LanguageMatch.FLUENT
+            fallback = {"match": s.language_match, "customer_id": s.customer_id}
         outcome = await workflow.execute_activity_method(
             AssignmentActivities.claim_best_agent,
             ClaimBestRequest(
@@ -501,18 +512,58 @@ class TicketWorkflow:
                 at=now,
                 queued_since=now,
                 preferred_agent_id=preferred,
+                **fallback,
             ),
             start_to_close_timeout=DB_TIMEOUT,
         )
         if outcome.agent is not None:
-            self._take(outcome.agent, outcome.reason, Actor.system(s.region))
+            self._take(outcome.agent, outcome.reason, Actor.system(s.region), outcome.machine_translation)
         else:
             s.status, s.queued_since = TicketStatus.QUEUED, now
             self._event("queued", Actor.system(s.region), internal=True, data={"reason": outcome.reason})
 
-    def _take(self, agent: AgentRef, reason: str, actor: Actor) -> None:
+    def _widening_due(self) -> datetime | None:
+        s, policy = self.s, self.lifecycle
+        if not self.fallback or s.status is not TicketStatus.QUEUED or s.queued_since is None:
+            return None
+        if s.language_match is LanguageMatch.NATIVE:
+            return s.queued_since + policy.native_wait
+        if s.language_match is LanguageMatch.FLUENT:
+            return s.queued_since + policy.native_wait + policy.fluent_wait
+        return None
+
+    async def _widen_routing(self) -> None:
+        """Nobody matched while the ticket waited: accept fluent speakers, then machine translation."""
+        due = self._widening_due()
+        if due is None or workflow.now() < due:
+            return
+        s = self.s
+        s.language_match = s.language_match.widened()
+        self._event(
+            "routing_widened", Actor.system(s.region), internal=True, data={"match": s.language_match.value}
+        )
+        outcome = await workflow.execute_activity_method(
+            AssignmentActivities.claim_best_agent,
+            ClaimBestRequest(
+                ticket_id=s.ticket_id,
+                language=s.language,
+                module=s.module,
+                priority=s.priority,
+                home_region=s.home_region,
+                at=workflow.now(),
+                queued_since=s.queued_since,
+                match=s.language_match,
+                customer_id=s.customer_id,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+        if outcome.agent is not None:
+            self._take(outcome.agent, outcome.reason, Actor.system(s.region), outcome.machine_translation)
+
+    def _take(self, agent: AgentRef, reason: str, actor: Actor, machine_translation: bool = False) -> None:
         s = self.s
         previous = s.assignee
+        s.machine_translation = machine_translation
         s.assignee, s.region, s.queued_since, s.handoff = agent, agent.region, None, None
         if s.status in (TicketStatus.NEW, TicketStatus.QUEUED):
             s.status = TicketStatus.OPEN
@@ -526,6 +577,7 @@ class TicketWorkflow:
                 "agent_region": agent.region,
                 "reason": reason,
                 "previous_agent_id": previous.id if previous else None,
+                "machine_translation": machine_translation,
             },
         )
         self._notify("ticket_assigned", "agent", agent.id, {"subject": s.subject, "priority": s.priority})
@@ -542,6 +594,7 @@ class TicketWorkflow:
                     offer.agent,
                     f"capacity freed: {offer.agent.region}/{offer.agent.name}",
                     Actor.system(offer.agent.region),
+                    offer.machine_translation,
                 )
             else:
                 await workflow.execute_activity_method(
@@ -952,6 +1005,7 @@ class TicketWorkflow:
             sla_state=worst_state([v.state for v in views]) if views else None,
             csat_score=s.survey.score,
             csat_comment=s.survey.comment,
+            machine_translation=s.machine_translation,
         )
 
     async def _flush(self) -> None:
