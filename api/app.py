@@ -10,11 +10,12 @@ import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
 
 from api import calendars, directory, rosters, tickets
 from api.errors import ERROR_RESPONSES, invalid_request
+from api.metrics import ApiMetrics
 from db.pool import create_pool
 from meridian import temporal
 from meridian.settings import Settings, get_settings
@@ -49,10 +50,13 @@ def create_app(
     )
     log = structlog.get_logger("meridian.api")
 
+    app.state.metrics = metrics = ApiMetrics()
+
     @app.middleware("http")
     async def log_requests(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
+        metrics.observe(request, response.status_code, time.perf_counter() - started)
         log.info(
             "request",
             method=request.method,
@@ -65,6 +69,10 @@ def create_app(
     app.add_exception_handler(RequestValidationError, invalid_request)
     for module in (tickets, directory, calendars, rosters):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return metrics.exposition()
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> JSONResponse:

@@ -139,6 +139,8 @@ async def create_ticket(
             f"ticket {row['id']} is saved but its workflow could not start yet ({err.message}); "
             "it will start automatically, or retry with the same Idempotency-Key",
         ) from None
+    if created:
+        request.app.state.metrics.tickets_created.labels(body.channel).inc()
     response.headers["Location"] = f"/v1/tickets/{row['id']}"
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -149,6 +149,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
             f"  API          {api_url}   (docs: {api_url}/docs)\n"
             f"  Temporal UI  {ui}\n"
             f"  Temporal     {temporal_address}\n"
+            f"  Metrics      {api_url}/metrics (API), http://{settings.worker_metrics_address}/metrics (worker)\n"
             f"  PostgreSQL   {database_url}\n"
             f"  Admin token  {admin_token}\n"
             f"  Migrations   {', '.join(applied) or 'up to date'}\n"

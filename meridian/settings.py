@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
     log_level: str = "INFO"
+    # Where the worker serves Prometheus metrics (Temporal SDK metrics and Meridian's own).
+    worker_metrics_address: str | None = "127.0.0.1:9464"
 
     webhook_url: str | None = None
     webhook_secret: str | None = None

@@ -24,6 +24,7 @@ class DevStack:
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
         self.api_port, self.temporal_port, self.ui_port = free_port(), free_port(), free_port()
+        self.metrics_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")}
         self.env.update(
             {
@@ -32,6 +33,7 @@ class DevStack:
                 "MERIDIAN_TEMPORAL_PORT": str(self.temporal_port),
                 "MERIDIAN_TEMPORAL_UI_PORT": str(self.ui_port),
                 "MERIDIAN_ADMIN_TOKEN": "",
+                "MERIDIAN_WORKER_METRICS_ADDRESS": f"127.0.0.1:{self.metrics_port}",
             }
         )
         self.process: subprocess.Popen | None = None
@@ -99,6 +101,7 @@ def test_meridian_dev_runs_everything_and_keeps_tickets_across_restarts(stack: D
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as http:
         assert http.get("/healthz").json()["status"] == "ok"
+        assert "meridian_api_requests" in http.get("/metrics").text
         assert {r["id"] for r in http.get("/v1/regions").json()} == {"americas", "emea", "apac"}
         assert len(http.get("/v1/agents").json()) >= 12
         created = http.post(

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.assignment import AssignmentActivities
@@ -90,10 +91,17 @@ def build_worker(client: Client, deps: WorkerDependencies, settings: Settings) -
     )
 
 
+def metrics_runtime(bind_address: str | None) -> Runtime | None:
+    """One Runtime per process, exporting SDK and workflow metrics for Prometheus to scrape."""
+    if not bind_address:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+
+
 async def run_worker(settings: Settings) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set (meridian dev sets it for you)")
-    client = await temporal.connect(settings)
+    client = await temporal.connect(settings, metrics_runtime(settings.worker_metrics_address))
     await temporal.ensure_search_attributes(client, settings.temporal_namespace)
     await temporal.ensure_housekeeping_schedule(client, settings)
     async with worker_dependencies(settings, settings.database_url) as deps:
@@ -102,7 +110,7 @@ async def run_worker(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker started", task_queue=settings.task_queue)
+        log.info("worker started", task_queue=settings.task_queue, metrics=settings.worker_metrics_address)
         async with worker:
             await stop.wait()
             log.info("worker stopping")

@@ -84,6 +84,28 @@ NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen wind
 SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
 ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, then machine translation
 LAST_MESSAGE_CHARS = 500
+# What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
+COUNTED_EVENTS = frozenset(
+    {
+        "created",
+        "triaged",
+        "queued",
+        "assigned",
+        "resolved",
+        "reopened",
+        "closed",
+        "sla_warning",
+        "sla_breached",
+        "handed_off",
+        "handoff_acknowledged",
+        "handoff_unacknowledged",
+        "csat_sent",
+        "csat_received",
+        "csat_expired",
+        "notification_failed",
+        "routing_widened",
+    }
+)
 # Ask for more business-calendar windows when fewer than this remain ahead.
 CALENDAR_REFRESH_MARGIN = timedelta(days=7)
 
@@ -110,6 +132,10 @@ class TicketWorkflow:
         self.published: dict[str, str | None] = {}
         self.handoffs = False  # set in run(): histories from before handoffs replay without them
         self.fallback = False  # likewise for the native -> fluent -> machine translation fallback
+        # Replay-safe: the Runtime's Prometheus exporter serves it on the worker's /metrics.
+        self.event_counter = workflow.metric_meter().create_counter(
+            "meridian_ticket_events", "Timeline events of tickets by kind, region and priority"
+        )
 
     # --- the main loop --------------------------------------------------------------------
 
@@ -904,6 +930,15 @@ class TicketWorkflow:
             )
         )
         self.dirty = True
+        if kind in COUNTED_EVENTS:
+            self.event_counter.add(
+                1,
+                {
+                    "kind": kind,
+                    "region": self.s.region or "none",
+                    "priority": self.s.priority.value if self.s.priority else "none",
+                },
+            )
         workflow.logger.info(
             "timeline event",
             extra={"ticket_id": self.s.ticket_id, "seq": seq, "kind": kind, "internal": internal},

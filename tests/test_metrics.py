@@ -1,0 +1,87 @@
+"""/metrics: what Prometheus scrapes from the API and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from db import tickets
+from domain.enums import ActorType
+from domain.tickets import Actor, TicketInput
+from meridian.temporal import start_ticket_workflow
+from tests.conftest import add_agent, add_customer, make_settings, running_worker
+from workers.main import metrics_runtime
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_the_api_counts_requests_and_created_tickets(api):
+    await add_customer(api.http._transport.app.state.pool, "acme")
+    await api.http.post(
+        "/v1/tickets", json={"customer_id": "acme", "subject": "s", "body": "b"}, headers=api.admin
+    )
+    await api.http.get("/v1/tickets/424242", headers=api.admin)
+    text = (await api.http.get("/metrics")).text
+    assert 'meridian_tickets_created_total{channel="api"} 1.0' in text
+    assert (
+        'meridian_api_requests_total{method="GET",route="/v1/tickets/{ticket_id}",status="404"} 1.0' in text
+    )
+
+
+async def test_the_worker_exports_ticket_events_and_sdk_metrics(db, dev_env, shared_deps, database_url):
+    port = free_port()
+    client = await Client.connect(
+        dev_env.client.service_client.config.target_host,
+        data_converter=pydantic_data_converter,
+        runtime=metrics_runtime(f"127.0.0.1:{port}"),
+    )
+    settings = make_settings(database_url)
+    await add_agent(db, "alice")
+    await add_customer(db, "acme")
+    async with running_worker(client, shared_deps, settings):
+        now = datetime.now(UTC)
+        async with db.acquire() as conn:
+            row, _ = await tickets.create_ticket(
+                conn,
+                customer_id="acme",
+                subject="Invoice",
+                body="invoice wrong",
+                channel="api",
+                declared_priority=None,
+                created_at=now,
+                actor=Actor(type=ActorType.CUSTOMER, id="acme"),
+                idempotency_scope=None,
+                idempotency_key=f"m-{uuid.uuid4()}",
+                request_hash=None,
+            )
+        await start_ticket_workflow(
+            client,
+            settings.task_queue,
+            TicketInput(
+                ticket_id=row["id"],
+                customer_id="acme",
+                subject="Invoice",
+                body="invoice wrong",
+                created_at=now,
+                lifecycle=settings.lifecycle(),
+            ),
+        )
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                if 'kind="assigned"' in text:
+                    break
+                await asyncio.sleep(0.1)
+    assert 'meridian_ticket_events{kind="assigned"' in text or 'kind="assigned"' in text
+    assert 'priority="P3"' in text and 'region="emea"' in text
+    assert "temporal_workflow_task_execution_latency" in text or "temporal_request" in text
