@@ -32,6 +32,7 @@ class ClaimBestRequest(BaseModel):
     preferred_agent_id: str | None = None
     match: LanguageMatch = LanguageMatch.FLUENT
     customer_id: str | None = None
+    min_shift_left: timedelta = timedelta(0)
 
 
 class ClaimAgentRequest(BaseModel):
@@ -57,6 +58,7 @@ class HandoffRequest(BaseModel):
     home_region: str | None
     at: datetime
     lead: timedelta
+    match: LanguageMatch = LanguageMatch.FLUENT
 
 
 class HandoffOutcome(BaseModel):
@@ -93,18 +95,23 @@ async def deliver_offers(client: Client, pool: asyncpg.Pool, offers: list[Offer]
     return delivered
 
 
-async def run_dispatch(client: Client, pool: asyncpg.Pool, at: datetime) -> DispatchResult:
+async def run_dispatch(
+    client: Client, pool: asyncpg.Pool, at: datetime, min_shift_left: timedelta = timedelta(0)
+) -> DispatchResult:
+    """Resend lost offers, then give queued tickets to agents with room who are not about to leave."""
     async with pool.acquire() as conn:
         resend = await assignment.stale_offers(conn, STALE_OFFER_SECONDS)
-        offers = await assignment.dispatch_queue(conn, at)
+        offers = await assignment.dispatch_queue(conn, at, min_shift_left=min_shift_left)
     await deliver_offers(client, pool, resend + offers)
     return DispatchResult(offered=len(offers), resent=len(resend))
 
 
 class AssignmentActivities:
-    def __init__(self, pool: asyncpg.Pool, client: Client):
+    def __init__(self, pool: asyncpg.Pool, client: Client, min_shift_left: timedelta = timedelta(0)):
         self.pool = pool
         self.client = client
+        # Agents this close to their shift end get no new tickets (they would hand them off at once).
+        self.min_shift_left = min_shift_left
 
     @activity.defn(name="claim_best_agent")
     async def claim_best_agent(self, request: ClaimBestRequest) -> ClaimOutcome:
@@ -121,7 +128,7 @@ class AssignmentActivities:
             except AssignmentRefused as refused:
                 raise refuse(AGENT_UNAVAILABLE, str(refused)) from None
         if freed_another and request.dispatch:
-            await run_dispatch(self.client, self.pool, request.at)
+            await run_dispatch(self.client, self.pool, request.at, self.min_shift_left)
         return agent
 
     @activity.defn(name="release_agent")
@@ -130,7 +137,7 @@ class AssignmentActivities:
         async with self.pool.acquire() as conn:
             released = await assignment.release_agent(conn, request.ticket_id)
         if released is not None and request.dispatch:
-            await run_dispatch(self.client, self.pool, request.at)
+            await run_dispatch(self.client, self.pool, request.at, self.min_shift_left)
         return released
 
     @activity.defn(name="decline_offer")
@@ -156,4 +163,4 @@ class AssignmentActivities:
 
     @activity.defn(name="dispatch_queue")
     async def dispatch_queue(self, at: datetime) -> DispatchResult:
-        return await run_dispatch(self.client, self.pool, at)
+        return await run_dispatch(self.client, self.pool, at, self.min_shift_left)

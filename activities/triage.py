@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.calendars import clock_calendar
 from activities.language import CONFIDENCE_THRESHOLD, LanguageDetectorService
-from db import directory
+from db import directory, escalations
 from domain.enums import CustomerTier, Priority
+from domain.escalation import EscalationPolicy
 from domain.sla import ClockCalendar, SlaTargets
 from domain.triage import classify_module, decide_priority
 
@@ -39,6 +40,7 @@ class TriageResult(BaseModel):
     home_region: str | None
     policies: dict[Priority, SlaTargets]
     sla_calendar: ClockCalendar | None = None
+    escalation_policies: dict[Priority, EscalationPolicy] = Field(default_factory=dict)
 
 
 class TriageActivities:
@@ -57,6 +59,7 @@ class TriageActivities:
                     non_retryable=True,
                 )
             taxonomy = await directory.list_modules(conn)
+            escalation_policies = await escalations.policies_by_priority(conn)
             policies = await directory.sla_policies(conn, customer.tier, customer.calendar_id)
             if len(policies) != len(Priority):
                 raise ApplicationError(
@@ -90,4 +93,5 @@ class TriageActivities:
             home_region=customer.region_id,
             policies=policies,
             sla_calendar=sla_calendar,
+            escalation_policies=escalation_policies,
         )

@@ -71,7 +71,12 @@ async def _dispatch(request: Request) -> None:
     The agent is already saved; if this fails, the housekeeping schedule dispatches within a minute.
     """
     try:
-        await run_dispatch(request.app.state.client, _pool(request), datetime.now(UTC))
+        await run_dispatch(
+            request.app.state.client,
+            _pool(request),
+            datetime.now(UTC),
+            request.app.state.settings.handoff_lead,
+        )
     except (RPCError, asyncpg.PostgresError, OSError) as err:
         log.warning("dispatch after agent change failed", error=str(err))
 

@@ -59,7 +59,7 @@ async def roster_changed(request: Request, agent_id: str) -> None:
         if isinstance(result, Exception):
             log.warning("roster change not delivered", ticket_id=ticket_id, error=str(result))
     try:
-        await run_dispatch(client, _pool(request), datetime.now(UTC))
+        await run_dispatch(client, _pool(request), datetime.now(UTC), request.app.state.settings.handoff_lead)
     except (RPCError, asyncpg.PostgresError, OSError) as err:
         log.warning("dispatch after roster change failed", error=str(err))
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
+from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -37,6 +38,8 @@ from db import directory, tickets
 from db.tickets import IdempotencyConflict, TicketFilters
 from domain.directory import IDENT, LANGUAGE_CODE, SLUG
 from domain.enums import ActorType, Priority, Role, TicketStatus
+from domain.escalation import Escalation
+from domain.text import PlainText
 from domain.tickets import (
     Actor,
     AgentRef,
@@ -44,6 +47,7 @@ from domain.tickets import (
     AssignRequest,
     CsatAnswer,
     CustomerMessage,
+    EscalationAck,
     Handoff,
     HandoffAck,
     HandoffNote,
@@ -396,4 +400,23 @@ async def acknowledge_handoff(
     actor = Actor(type=ActorType.AGENT, id=agent.id, name=agent.name, region=agent.region)
     return await _update(
         request, ticket_id, "acknowledge_handoff", HandoffAck(agent=agent, actor=actor), Handoff
+    )
+
+
+class EscalationAckBody(BaseModel):
+    note: PlainText | None = Field(default=None, max_length=2_000)
+
+
+@router.post("/{ticket_id}/escalation/ack", response_model=Escalation)
+async def acknowledge_escalation(
+    ticket_id: TicketId,
+    body: EscalationAckBody,
+    request: Request,
+    principal: Principal = Depends(require(*STAFF)),
+) -> Escalation:
+    """Someone has the breach in hand: the chain stops, and a PagerDuty incident is acknowledged."""
+    await _open_ticket(request, principal, ticket_id)
+    actor = await actor_for(request, principal)
+    return await _update(
+        request, ticket_id, "acknowledge_escalation", EscalationAck(actor=actor, note=body.note), Escalation
     )

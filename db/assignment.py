@@ -178,6 +178,7 @@ async def claim_best_agent(
     preferred_agent_id: str | None = None,
     match: LanguageMatch = LanguageMatch.FLUENT,
     customer_id: str | None = None,
+    min_shift_left: timedelta = timedelta(0),
 ) -> ClaimOutcome:
     """Claim the best on-shift agent, or put the ticket in the queue. Safe to retry."""
     async with conn.transaction():
@@ -188,7 +189,13 @@ async def claim_best_agent(
             preferred_agent_id = await _last_engineer_of(conn, customer_id, ticket_id)
         spoken = None if match is LanguageMatch.ANY else language
         ranked = rank_candidates(
-            await _available_candidates(conn, at, spoken), language, module, at, home_region, match
+            await _available_candidates(conn, at, spoken),
+            language,
+            module,
+            at,
+            home_region,
+            match,
+            min_shift_left,
         )
         # The engineer who already knows the ticket (or this customer) goes first when they can take it.
         ranked.sort(key=lambda c: c.id != preferred_agent_id)
@@ -279,6 +286,7 @@ async def hand_off(
     home_region: str | None,
     at: datetime,
     lead: timedelta,
+    match: LanguageMatch = LanguageMatch.FLUENT,
 ) -> ClaimOutcome:
     """Move a ticket from an agent whose shift ends to one who stays on long enough; else queue it.
 
@@ -288,26 +296,28 @@ async def hand_off(
         existing = await _current_claim(conn, ticket_id)
         if existing is not None and existing.id != from_agent_id:
             return ClaimOutcome(agent=await _ref_at(conn, existing, at), reason="already handed off")
-        candidates = [
-            c
-            for c in await _available_candidates(conn, at, language)
-            if c.id != from_agent_id and ((end := c.shift_ends_at(at)) is None or end > at + lead)
-        ]
-        for candidate in rank_candidates(candidates, language, module, at, home_region):
+        spoken = None if match is LanguageMatch.ANY else language
+        candidates = [c for c in await _available_candidates(conn, at, spoken) if c.id != from_agent_id]
+        for candidate in rank_candidates(candidates, language, module, at, home_region, match, lead):
             if await _take_capacity(conn, candidate.id):
                 await _record_claim(conn, ticket_id, candidate.id)
-                return ClaimOutcome(agent=_ref(candidate, at), reason=_why(candidate, language, module))
+                return ClaimOutcome(
+                    agent=_ref(candidate, at),
+                    reason=_why(candidate, language, module),
+                    machine_translation=candidate.speaks(language) is None,
+                )
         await _release(conn, ticket_id)
         await conn.execute(
-            """INSERT INTO ticket_queue (ticket_id, home_region, language, module, priority, queued_at)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (ticket_id) DO UPDATE SET priority = EXCLUDED.priority""",
+            """INSERT INTO ticket_queue (ticket_id, home_region, language, module, priority, queued_at, match)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (ticket_id) DO UPDATE SET priority = EXCLUDED.priority, match = EXCLUDED.match""",
             ticket_id,
             home_region,
             language,
             module,
             priority.value,
             at,
+            match.value,
         )
         return ClaimOutcome(
             agent=None,
@@ -324,7 +334,9 @@ async def release_agent(conn: asyncpg.Connection, ticket_id: int) -> str | None:
         return agent_id
 
 
-async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 5_000) -> list[Offer]:
+async def dispatch_queue(
+    conn: asyncpg.Connection, at: datetime, limit: int = 5_000, min_shift_left: timedelta = timedelta(0)
+) -> list[Offer]:
     """Give queued tickets, in priority-then-age order, to agents who have room now.
 
     Each claim is written with an offer row in the same transaction; the caller tells the ticket
@@ -350,6 +362,7 @@ async def dispatch_queue(conn: asyncpg.Connection, at: datetime, limit: int = 5_
                 at,
                 row["home_region"],
                 LanguageMatch(row["match"]),
+                min_shift_left,
             )
             for candidate in ranked:
                 if await _take_capacity(conn, candidate.id):

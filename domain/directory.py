@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -50,6 +51,9 @@ class AgentFields(BaseModel):
     capacity: int = Field(default=5, ge=1, le=100)
     shift: Shift = Field(default_factory=Shift)
     active: bool = True
+    roles: list[Literal["lead", "manager", "sre"]] = Field(
+        default_factory=list, description="who escalations reach: team lead, regional manager, SRE on-call"
+    )
 
     @field_validator("skills")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -57,8 +57,18 @@ def rank_candidates(
     at: datetime,
     home_region: str | None,
     match: LanguageMatch = LanguageMatch.FLUENT,
+    min_shift_left: timedelta = timedelta(0),
 ) -> list[Candidate]:
-    """Agents able to take the ticket now, best first: lower load, native speakers, higher skill."""
+    """Agents able to take the ticket now, best first: lower load, native speakers, higher skill.
+
+    An agent whose shift ends within `min_shift_left` is passed over: the ticket would only be
+    handed off again at once."""
+
+    def stays_long_enough(agent: Candidate) -> bool:
+        if min_shift_left <= timedelta(0):
+            return True
+        end = agent.shift_ends_at(at)
+        return end is None or end > at + min_shift_left
 
     def speaks_well_enough(agent: Candidate) -> bool:
         level = agent.speaks(language)
@@ -73,6 +83,7 @@ def rank_candidates(
             and speaks_well_enough(agent)
             and module in agent.skills
             and agent.on_shift(at)
+            and stays_long_enough(agent)
         )
 
     def score(agent: Candidate) -> tuple:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from domain.enums import ActorType, CustomerTier, Priority, TicketStatus
+from domain.escalation import Escalation, EscalationPolicy
 from domain.lifecycle import LifecyclePolicy
 from domain.routing import LanguageMatch
 from domain.sla import ClockCalendar, SlaClock, SlaClockState, SlaTarget, SlaTargets
@@ -123,6 +124,8 @@ class TicketState(BaseModel):
     handoff_note: HandoffNote | None = None
     last_customer_message: str | None = None
     language_match: LanguageMatch = LanguageMatch.FLUENT
+    escalation_policies: dict[Priority, EscalationPolicy] = Field(default_factory=dict)
+    escalation: Escalation | None = None
     machine_translation: bool = False
     next_seq: int = 1
     revision: int = 0
@@ -235,6 +238,11 @@ class HandoffNoteInput(BaseModel):
 class HandoffAck(BaseModel):
     agent: AgentRef
     actor: Actor
+
+
+class EscalationAck(BaseModel):
+    actor: Actor
+    note: str | None = Field(default=None, max_length=2_000)
 
 
 class CsatAnswer(BaseModel):

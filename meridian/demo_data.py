@@ -36,6 +36,7 @@ def _agent(
     skills: dict[str, int],
     shift: Shift = WEEKDAYS,
     capacity: int = 5,
+    roles: tuple[str, ...] = (),
 ) -> AgentFields:
     return AgentFields(
         name=name,
@@ -45,6 +46,7 @@ def _agent(
         skills=skills,
         capacity=capacity,
         shift=shift,
+        roles=list(roles),
     )
 
 
@@ -54,7 +56,11 @@ AGENTS = {
     ),
     "mateo": _agent("Mateo García", "americas", {"es": N, "en": F}, {"api": 4, "database": 3, "general": 3}),
     "olivia": _agent(
-        "Olivia Brown", "americas", {"en": N, "fr": F}, {"authentication": 5, "networking": 4, "general": 4}
+        "Olivia Brown",
+        "americas",
+        {"en": N, "fr": F},
+        {"authentication": 5, "networking": 4, "general": 4},
+        roles=("lead", "manager"),
     ),
     "sam": _agent(
         "Sam Rivera", "americas", {"en": N, "es": N}, dict.fromkeys(ALL_MODULES, 3), shift=NIGHTS, capacity=8
@@ -63,7 +69,13 @@ AGENTS = {
     "camille": _agent(
         "Camille Martin", "emea", {"fr": N, "en": F, "es": F}, {"billing": 4, "video": 3, "general": 3}
     ),
-    "liam": _agent("Liam O'Brien", "emea", {"en": N}, {"networking": 5, "authentication": 3, "general": 4}),
+    "liam": _agent(
+        "Liam O'Brien",
+        "emea",
+        {"en": N},
+        {"networking": 5, "authentication": 3, "general": 4},
+        roles=("lead", "manager", "sre"),
+    ),
     "sofia": _agent(
         "Sofia Rossi",
         "emea",
@@ -72,7 +84,13 @@ AGENTS = {
         shift=EVERY_DAY_ALL_DAY,
         capacity=10,
     ),
-    "kenji": _agent("Kenji Tanaka", "apac", {"ja": N, "en": F}, {"video": 5, "mobile": 4, "general": 3}),
+    "kenji": _agent(
+        "Kenji Tanaka",
+        "apac",
+        {"ja": N, "en": F},
+        {"video": 5, "mobile": 4, "general": 3},
+        roles=("lead", "manager"),
+    ),
     "wei": _agent("Wei Zhang", "apac", {"zh": N, "en": F}, {"api": 4, "mobile": 4, "general": 3}),
     "minjun": _agent(
         "Min-jun Kim", "apac", {"ko": N, "en": F, "ja": F}, {"authentication": 4, "database": 3, "general": 3}
@@ -84,6 +102,7 @@ AGENTS = {
         dict.fromkeys(ALL_MODULES, 3),
         shift=EVERY_DAY_ALL_DAY,
         capacity=10,
+        roles=("sre",),
     ),
 }
 

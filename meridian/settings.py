@@ -34,6 +34,16 @@ class Settings(BaseSettings):
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # Escalation channels; each one left unset is recorded in the notifications log only.
+    slack_webhook_url: str | None = None
+    pagerduty_routing_key: str | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "meridian@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
 
     # Lifecycle timings handed to each new ticket workflow (ISO 8601 durations or seconds).
     csat_delay: timedelta = timedelta(hours=1)

@@ -21,6 +21,8 @@ from temporalio.worker import Worker
 
 from activities.assignment import AssignmentActivities
 from activities.calendars import CalendarActivities
+from activities.channels import ChannelActivities, ChannelSettings
+from activities.escalations import EscalationActivities
 from activities.intake import IntakeActivities
 from activities.language import LanguageDetectorService
 from activities.notifications import NotificationActivities
@@ -46,13 +48,20 @@ class WorkerDependencies:
 
 def activities_for(client: Client, deps: WorkerDependencies, settings: Settings) -> list:
     triage = TriageActivities(deps.pool, deps.detector)
-    assignment = AssignmentActivities(deps.pool, client)
+    assignment = AssignmentActivities(deps.pool, client, settings.handoff_lead)
     projection = ProjectionActivities(deps.pool)
     notifications = NotificationActivities(
         deps.pool, deps.http, settings.webhook_url, settings.webhook_secret
     )
     intake = IntakeActivities(deps.pool, client, settings.task_queue, settings.lifecycle())
     calendars = CalendarActivities(deps.pool)
+    channels = ChannelActivities(
+        deps.pool,
+        deps.http,
+        ChannelSettings(**settings.model_dump(include=set(ChannelSettings.model_fields))),
+        notifications,
+    )
+    escalations = EscalationActivities(deps.pool)
     return [
         triage.triage_ticket,
         assignment.claim_best_agent,
@@ -66,6 +75,8 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         notifications.deliver_notification,
         intake.start_unstarted_tickets,
         calendars.sla_calendar,
+        channels.send_page,
+        escalations.escalation_recipients,
     ]
 
 

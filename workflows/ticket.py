@@ -29,12 +29,16 @@ with workflow.unsafe.imports_passed_through():
         ShiftEndRequest,
     )
     from activities.calendars import CalendarActivities, CalendarWindowsRequest
+    from activities.channels import ChannelActivities
+    from activities.escalations import EscalationActivities, RecipientsRequest
     from activities.notifications import NotificationActivities
     from activities.projection import ProjectionActivities
     from activities.triage import TriageActivities, TriageRequest
     from domain.enums import TicketStatus
     from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE, refuse
+    from domain.escalation import Escalation, Recipient
     from domain.notifications import Notification
+    from domain.pages import Page, PageAction, PageChannel
     from domain.routing import LanguageMatch
     from domain.sla import SlaClock, SlaTarget, worst_state
     from domain.tickets import (
@@ -46,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         AssignRequest,
         CsatAnswer,
         CustomerMessage,
+        EscalationAck,
         Handoff,
         HandoffAck,
         HandoffNoteInput,
@@ -83,6 +88,8 @@ DISPATCH_OUTSIDE_UPDATES = "dispatch-outside-updates"  # resolve/assign no longe
 NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen window notifies someone
 SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
 ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, then machine translation
+ESCALATION_CHAINS = "escalation-chains"  # a breach starts the priority's escalation chain
+PAGE_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "warning"}
 LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
 COUNTED_EVENTS = frozenset(
@@ -132,6 +139,7 @@ class TicketWorkflow:
         self.published: dict[str, str | None] = {}
         self.handoffs = False  # set in run(): histories from before handoffs replay without them
         self.fallback = False  # likewise for the native -> fluent -> machine translation fallback
+        self.escalations = False  # and for escalation chains
         # Replay-safe: the Runtime's Prometheus exporter serves it on the worker's /metrics.
         self.event_counter = workflow.metric_meter().create_counter(
             "meridian_ticket_events", "Timeline events of tickets by kind, region and priority"
@@ -143,6 +151,7 @@ class TicketWorkflow:
     async def run(self, input: TicketInput) -> TicketOutcome:
         self.handoffs = workflow.patched(SHIFT_HANDOFF)
         self.fallback = workflow.patched(ROUTING_FALLBACK)
+        self.escalations = workflow.patched(ESCALATION_CHAINS)
         if input.state is None:
             async with self.lock:
                 await self._triage(input.body)
@@ -153,6 +162,7 @@ class TicketWorkflow:
                 self._process_due()
                 await self._process_offers()
                 await self._widen_routing()
+                await self._process_escalation()
                 await self._process_handoff()
                 await self._flush()
             if self.s.status is TicketStatus.CLOSED:
@@ -221,6 +231,9 @@ class TicketWorkflow:
             candidates.extend(self._handoff_deadlines())
         if (widening := self._widening_due()) is not None:
             candidates.append(widening)
+        if self.escalations and self.s.escalation is not None and self.s.status in OPEN_STATES:
+            if (escalation_due := self.s.escalation.next_due()) is not None:
+                candidates.append(escalation_due)
         return min(candidates) if candidates else None
 
     # --- SLA clocks beyond first response and resolution --------------------------------
@@ -271,6 +284,143 @@ class TicketWorkflow:
         )
         s.sla_calendar = fresh
         self.dirty = True
+
+    # --- escalation chains ----------------------------------------------------------------
+
+    def _start_escalation(self, trigger: str) -> None:
+        s = self.s
+        policy = s.escalation_policies.get(s.priority) if s.priority else None
+        if not self.escalations or policy is None:
+            return
+        if s.escalation is not None and s.escalation.acknowledged_at is None:
+            return  # one chain at a time: people are already being paged for this ticket
+        s.escalation = Escalation(policy=policy, trigger=trigger, started_at=workflow.now())
+        self.dirty = True
+
+    async def _process_escalation(self) -> None:
+        s, now = self.s, workflow.now()
+        chain = s.escalation
+        if not self.escalations or chain is None or s.status not in OPEN_STATES:
+            return
+        schedule = chain.policy.schedule(chain.started_at)
+        while (due := chain.next_due()) is not None and now >= due:
+            level_index = schedule[chain.fired][0]
+            chain.fired += 1
+            level = chain.policy.levels[level_index]
+            people = await workflow.execute_activity_method(
+                EscalationActivities.escalation_recipients,
+                RecipientsRequest(
+                    region=s.region,
+                    assignee_id=s.assignee.id if s.assignee else None,
+                    targets=level.targets,
+                    at=now,
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+            awake = [p for p in people if not chain.policy.quiet_for(s.priority, p.local_time)]
+            summary = (
+                f"{s.priority.value} ticket {s.ticket_id} breached {chain.trigger} "
+                f"({s.region or 'no region'}): {s.subject}"
+            )
+            for channel in level.channels:
+                if channel in (PageChannel.SLACK, PageChannel.PAGERDUTY):
+                    # Channel-wide: once per level, and not at all when everyone it reaches sleeps.
+                    if awake or not people:
+                        self._page(channel, None, summary, level_index)
+                        chain.paged_pagerduty |= channel is PageChannel.PAGERDUTY
+                    continue
+                for person in awake:
+                    self._page(channel, person, summary, level_index)
+            self._event(
+                "escalated",
+                Actor.system(s.region),
+                internal=True,
+                data={
+                    "level": level_index + 1,
+                    "trigger": chain.trigger,
+                    "targets": [t.value for t in level.targets],
+                    "channels": [c.value for c in level.channels],
+                    "paged": [p.agent_id for p in awake],
+                    "quiet_hours": [p.agent_id for p in people if p not in awake],
+                },
+            )
+
+    def _page(
+        self,
+        channel: PageChannel,
+        person: Recipient | None,
+        summary: str,
+        level_index: int,
+        action: PageAction = PageAction.TRIGGER,
+    ) -> None:
+        s = self.s
+        page = Page(
+            id=str(workflow.uuid4()),
+            ticket_id=s.ticket_id,
+            channel=channel,
+            action=action,
+            recipient_id=person.agent_id if person else None,
+            recipient_email=person.email if person else None,
+            summary=summary,
+            severity=PAGE_SEVERITY.get(s.priority.value if s.priority else "P4", "warning"),
+            at=workflow.now(),
+            details={"level": level_index + 1, "region": s.region, "priority": s.priority},
+        )
+        self._in_background(self._send_page(page))
+
+    async def _send_page(self, page: Page) -> None:
+        try:
+            await workflow.execute_activity_method(
+                ChannelActivities.send_page,
+                page,
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            self._event(
+                "notification_failed",
+                Actor.system(self.s.region),
+                internal=True,
+                data={
+                    "notification_id": page.id,
+                    "kind": f"page:{page.channel.value}",
+                    "error": str(err.cause or err),
+                },
+            )
+
+    def _close_pagerduty_incident(self, action: PageAction) -> None:
+        chain = self.s.escalation
+        if self.escalations and chain is not None and chain.paged_pagerduty:
+            self._page(PageChannel.PAGERDUTY, None, f"ticket {self.s.ticket_id}: {action.value}", 0, action)
+            chain.paged_pagerduty = action is not PageAction.RESOLVE
+
+    @workflow.update(name="acknowledge_escalation")
+    async def acknowledge_escalation(self, ack: EscalationAck) -> Escalation:
+        async with self.lock:
+            self._check_escalation_ack()
+            chain = self.s.escalation
+            chain.acknowledged_at, chain.acknowledged_by = workflow.now(), ack.actor.id
+            self._event(
+                "escalation_acknowledged",
+                ack.actor,
+                internal=True,
+                data={
+                    "level_reached": chain.fired,
+                    "note": ack.note,
+                },
+            )
+            self._close_pagerduty_incident(PageAction.ACKNOWLEDGE)
+            await self._flush()
+            return chain
+
+    @acknowledge_escalation.validator
+    def _validate_escalation_ack(self, ack: EscalationAck) -> None:
+        self._check_escalation_ack()
+
+    def _check_escalation_ack(self) -> None:
+        chain = self.s.escalation
+        if chain is None or chain.acknowledged_at is not None:
+            raise refuse(INVALID_STATE, "no escalation is waiting for acknowledgement")
 
     # --- shift-end handoff ----------------------------------------------------------------
 
@@ -325,6 +475,9 @@ class TicketWorkflow:
                 home_region=s.home_region,
                 at=now,
                 lead=self.lifecycle.handoff_lead,
+                # A handoff does not wait for a native speaker; a ticket already on machine
+                # translation may go to any skilled agent again.
+                match=LanguageMatch.ANY if s.language_match is LanguageMatch.ANY else LanguageMatch.FLUENT,
             ),
             start_to_close_timeout=DB_TIMEOUT,
         )
@@ -351,9 +504,12 @@ class TicketWorkflow:
         s.handoff_note = None
         if receiver is None:
             s.assignee, s.handoff, s.status, s.queued_since = None, None, TicketStatus.QUEUED, now
+            if s.language_match is LanguageMatch.NATIVE:
+                s.language_match = LanguageMatch.FLUENT  # the queue row says so too
             self._notify("coverage_gap", "region", s.home_region or leaving.region, handoff_note)
             return
         s.assignee, s.region = receiver, receiver.region
+        s.machine_translation = outcome.claim.machine_translation
         s.handoff = Handoff(
             from_agent_id=leaving.id,
             to_agent_id=receiver.id,
@@ -497,6 +653,7 @@ class TicketWorkflow:
             result.home_region,
         )
         s.policies = result.policies
+        s.escalation_policies = result.escalation_policies
         targets = s.policies[s.priority]
         s.sla_calendar = result.sla_calendar
         s.clocks = {
@@ -527,6 +684,8 @@ class TicketWorkflow:
         if self.fallback:
             s.language_match = LanguageMatch.NATIVE if self.lifecycle.native_wait else LanguageMatch.FLUENT
             fallback = {"match": s.language_match, "customer_id": s.customer_id}
+        if self.handoffs:
+            fallback["min_shift_left"] = self.lifecycle.handoff_lead
         outcome = await workflow.execute_activity_method(
             AssignmentActivities.claim_best_agent,
             ClaimBestRequest(
@@ -580,6 +739,7 @@ class TicketWorkflow:
                 queued_since=s.queued_since,
                 match=s.language_match,
                 customer_id=s.customer_id,
+                min_shift_left=self.lifecycle.handoff_lead if self.handoffs else timedelta(0),
             ),
             start_to_close_timeout=DB_TIMEOUT,
         )
@@ -833,6 +993,7 @@ class TicketWorkflow:
                 clock.stop(now, s.sla_calendar)
             s.status, s.resolved_at, s.survey = TicketStatus.RESOLVED, now, Survey()
             self._event("resolved", request.actor, data={"resolution": request.resolution})
+            self._close_pagerduty_incident(PageAction.RESOLVE)
             dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
             await workflow.execute_activity_method(
                 AssignmentActivities.release_agent,
@@ -955,6 +1116,8 @@ class TicketWorkflow:
         self._event(kind, Actor.system(s.region), internal=True, data=data)
         recipient = ("agent", s.assignee.id) if s.assignee else ("region", s.region)
         self._notify(kind, recipient[0], recipient[1], data)
+        if kind == "sla_breached":
+            self._start_escalation(clock.target.value)
 
     def _notify(self, kind: str, recipient_type: str, recipient_id: str | None, data: dict[str, Any]) -> None:
         notification = Notification(
