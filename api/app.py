@@ -71,7 +71,8 @@ def create_app(
         app.include_router(module.router, responses=ERROR_RESPONSES)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        await metrics.refresh(request.app.state.pool)
         return metrics.exposition()
 
     @app.get("/healthz", tags=["health"])

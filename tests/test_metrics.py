@@ -36,6 +36,12 @@ async def test_the_api_counts_requests_and_created_tickets(api):
     assert (
         'meridian_api_requests_total{method="GET",route="/v1/tickets/{ticket_id}",status="404"} 1.0' in text
     )
+    open_counts = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("meridian_open_tickets{")
+    ]
+    assert sum(open_counts) == 1.0  # the ticket just filed, whatever stage triage has reached
 
 
 async def test_the_worker_exports_ticket_events_and_sdk_metrics(db, dev_env, shared_deps, database_url):
