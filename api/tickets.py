@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -64,6 +65,8 @@ from domain.tickets import (
 from meridian.temporal import start_ticket_workflow
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
+# A request never hangs on a ticket's workflow (a worker down, a stuck activity): it answers 504.
+UPDATE_PATIENCE_SECONDS = 30.0
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 TicketId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the ticket's number")]
@@ -218,7 +221,15 @@ async def _update(
 ):
     handle = request.app.state.client.get_workflow_handle(ticket_workflow_id(ticket_id))
     try:
-        return await handle.execute_update(name, arg, result_type=result_type, id=update_id)
+        return await asyncio.wait_for(
+            handle.execute_update(name, arg, result_type=result_type, id=update_id), UPDATE_PATIENCE_SECONDS
+        )
+    except TimeoutError:
+        raise HTTPException(
+            status.HTTP_504_GATEWAY_TIMEOUT,
+            f"ticket {ticket_id} did not answer within {UPDATE_PATIENCE_SECONDS:.0f} s; the change may "
+            "still be applied: check the timeline, or retry with the same Idempotency-Key",
+        ) from None
     except WorkflowUpdateFailedError as err:
         raise http_error_from_update(err) from None
     except RPCError as err:

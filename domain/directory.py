@@ -26,6 +26,11 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+def regional_task_queue(base: str, region: str) -> str:
+    """The task queue of a region's own activities (its notification channels)."""
+    return f"{base}-{region}"
+
+
 class RegionFields(BaseModel):
     name: PlainText = Field(min_length=1, max_length=100)
     timezone: str = Field(description="IANA time zone, e.g. Asia/Singapore")

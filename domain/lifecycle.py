@@ -23,3 +23,5 @@ class LifecyclePolicy(BaseModel):
     # one, before any skilled agent takes it with machine translation.
     native_wait: timedelta = timedelta(minutes=5)
     fluent_wait: timedelta = timedelta(minutes=10)
+    # A region's notifications wait this long for its regional worker, then go through the central one.
+    regional_pickup_timeout: timedelta = timedelta(minutes=2)

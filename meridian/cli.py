@@ -43,10 +43,10 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
 
 
-def cmd_worker(settings: Settings, _: argparse.Namespace) -> None:
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from workers.main import run_worker
 
-    asyncio.run(run_worker(settings))
+    asyncio.run(run_worker(settings, args.region))
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     dev.add_argument(
         "--no-demo-data", action="store_true", help="do not load the demo regions, agents and customers"
     )
-    sub.add_parser("worker", help="run the Temporal worker")
+    worker = sub.add_parser("worker", help="run the Temporal worker")
+    worker.add_argument(
+        "--region", help="serve only this region's own activities (its notifications), near its systems"
+    )
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)

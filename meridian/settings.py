@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     pending_customer_handoff: Literal["move", "stay"] = "move"
     native_wait: timedelta = timedelta(minutes=5)
     fluent_wait: timedelta = timedelta(minutes=10)
+    regional_pickup_timeout: timedelta = timedelta(minutes=2)
 
     languages: list[str] = ["en", "es", "pt", "fr", "de", "zh", "ja", "ko"]
 
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
             pending_customer_handoff=self.pending_customer_handoff,
             native_wait=self.native_wait,
             fluent_wait=self.fluent_wait,
+            regional_pickup_timeout=self.regional_pickup_timeout,
         )
 
 

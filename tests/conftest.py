@@ -37,7 +37,7 @@ from domain.enums import CustomerTier, LanguageLevel
 from domain.routing import AgentLanguage, Shift
 from meridian.devstack import venv_binary
 from meridian.settings import Settings
-from workers.main import WorkerDependencies, build_worker, worker_dependencies
+from workers.main import WorkerDependencies, build_workers, worker_dependencies
 from workflows import search_attributes as sa
 
 ADMIN_TOKEN = "test-admin-token"
@@ -169,7 +169,10 @@ async def shared_deps(database_url: str) -> AsyncIterator[WorkerDependencies]:
 
 @contextlib.asynccontextmanager
 async def running_worker(client: Client, deps: WorkerDependencies, settings: Settings) -> AsyncIterator[None]:
-    async with build_worker(client, deps, settings):
+    """The central worker and one per region known now, as `meridian worker` runs them."""
+    async with contextlib.AsyncExitStack() as running:
+        for worker in await build_workers(client, deps, settings):
+            await running.enter_async_context(worker)
         yield
 
 

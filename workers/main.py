@@ -28,7 +28,9 @@ from activities.language import LanguageDetectorService
 from activities.notifications import NotificationActivities
 from activities.projection import ProjectionActivities
 from activities.triage import TriageActivities
+from db import directory
 from db.pool import create_pool
+from domain.directory import regional_task_queue
 from meridian import temporal
 from meridian.settings import Settings
 from workflows.housekeeping import HousekeepingWorkflow
@@ -44,6 +46,20 @@ class WorkerDependencies:
     pool: asyncpg.Pool
     http: httpx.AsyncClient
     detector: LanguageDetectorService
+
+
+def regional_activities_for(deps: WorkerDependencies, settings: Settings) -> list:
+    """Activities that reach a region's own systems (its notification channels): run near them."""
+    notifications = NotificationActivities(
+        deps.pool, deps.http, settings.webhook_url, settings.webhook_secret
+    )
+    channels = ChannelActivities(
+        deps.pool,
+        deps.http,
+        ChannelSettings(**settings.model_dump(include=set(ChannelSettings.model_fields))),
+        notifications,
+    )
+    return [notifications.deliver_notification, channels.send_page]
 
 
 def activities_for(client: Client, deps: WorkerDependencies, settings: Settings) -> list:
@@ -62,6 +78,8 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         notifications,
     )
     escalations = EscalationActivities(deps.pool)
+    # The central queue serves the regional activities too: a ticket without a region uses it,
+    # and so does a regional page that no regional worker picked up in time.
     return [
         triage.triage_ticket,
         assignment.claim_best_agent,
@@ -81,10 +99,12 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
 
 
 @contextlib.asynccontextmanager
-async def worker_dependencies(settings: Settings, database_url: str) -> AsyncIterator[WorkerDependencies]:
+async def worker_dependencies(
+    settings: Settings, database_url: str, warm: bool = True
+) -> AsyncIterator[WorkerDependencies]:
     detector = LanguageDetectorService(settings.languages)
-    # Loaded before polling so the first ticket does not pay for it.
-    await asyncio.to_thread(detector.warm_up)
+    if warm:  # loaded before polling so the first ticket does not pay for it; regional workers never use it
+        await asyncio.to_thread(detector.warm_up)
     pool = await create_pool(database_url)
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
@@ -102,6 +122,30 @@ def build_worker(client: Client, deps: WorkerDependencies, settings: Settings) -
     )
 
 
+def build_regional_worker(
+    client: Client, deps: WorkerDependencies, settings: Settings, region: str
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=regional_task_queue(settings.task_queue, region),
+        activities=regional_activities_for(deps, settings),
+    )
+
+
+async def build_workers(
+    client: Client, deps: WorkerDependencies, settings: Settings, region: str | None = None
+) -> list[Worker]:
+    """`--region R`: only R's regional queue. Otherwise the central queue and every region's queue,
+    so a small team runs one worker and nothing waits for a regional worker that does not exist."""
+    if region is not None:
+        return [build_regional_worker(client, deps, settings, region)]
+    async with deps.pool.acquire() as conn:
+        regions = [r.id for r in await directory.list_regions(conn)]
+    return [build_worker(client, deps, settings)] + [
+        build_regional_worker(client, deps, settings, r) for r in regions
+    ]
+
+
 def metrics_runtime(bind_address: str | None) -> Runtime | None:
     """One Runtime per process, exporting SDK and workflow metrics for Prometheus to scrape."""
     if not bind_address:
@@ -109,19 +153,26 @@ def metrics_runtime(bind_address: str | None) -> Runtime | None:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, region: str | None = None) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is not set (meridian dev sets it for you)")
     client = await temporal.connect(settings, metrics_runtime(settings.worker_metrics_address))
-    await temporal.ensure_search_attributes(client, settings.temporal_namespace)
-    await temporal.ensure_housekeeping_schedule(client, settings)
-    async with worker_dependencies(settings, settings.database_url) as deps:
-        worker = build_worker(client, deps, settings)
+    if region is None:
+        await temporal.ensure_search_attributes(client, settings.temporal_namespace)
+        await temporal.ensure_housekeeping_schedule(client, settings)
+    async with worker_dependencies(settings, settings.database_url, warm=region is None) as deps:
+        workers = await build_workers(client, deps, settings, region)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker started", task_queue=settings.task_queue, metrics=settings.worker_metrics_address)
-        async with worker:
+        async with contextlib.AsyncExitStack() as running:
+            for worker in workers:
+                await running.enter_async_context(worker)
+            log.info(
+                "worker started",
+                task_queues=[w.task_queue for w in workers],
+                metrics=settings.worker_metrics_address,
+            )
             await stop.wait()
             log.info("worker stopping")

@@ -17,7 +17,8 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from activities.assignment import (
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.notifications import NotificationActivities
     from activities.projection import ProjectionActivities
     from activities.triage import TriageActivities, TriageRequest
+    from domain.directory import regional_task_queue
     from domain.enums import TicketStatus
     from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE, refuse
     from domain.escalation import Escalation, Recipient
@@ -89,6 +91,7 @@ NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen wind
 SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
 ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, then machine translation
 ESCALATION_CHAINS = "escalation-chains"  # a breach starts the priority's escalation chain
+REGIONAL_QUEUES = "regional-queues"  # notifications and pages run on the ticket region's task queue
 PAGE_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "warning"}
 LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
@@ -140,6 +143,7 @@ class TicketWorkflow:
         self.handoffs = False  # set in run(): histories from before handoffs replay without them
         self.fallback = False  # likewise for the native -> fluent -> machine translation fallback
         self.escalations = False  # and for escalation chains
+        self.regional = False  # and for region-facing activities on regional task queues
         # Replay-safe: the Runtime's Prometheus exporter serves it on the worker's /metrics.
         self.event_counter = workflow.metric_meter().create_counter(
             "meridian_ticket_events", "Timeline events of tickets by kind, region and priority"
@@ -152,6 +156,7 @@ class TicketWorkflow:
         self.handoffs = workflow.patched(SHIFT_HANDOFF)
         self.fallback = workflow.patched(ROUTING_FALLBACK)
         self.escalations = workflow.patched(ESCALATION_CHAINS)
+        self.regional = workflow.patched(REGIONAL_QUEUES)
         if input.state is None:
             async with self.lock:
                 await self._triage(input.body)
@@ -370,12 +375,7 @@ class TicketWorkflow:
 
     async def _send_page(self, page: Page) -> None:
         try:
-            await workflow.execute_activity_method(
-                ChannelActivities.send_page,
-                page,
-                start_to_close_timeout=NOTIFY_TIMEOUT,
-                retry_policy=NOTIFY_RETRY,
-            )
+            await self._in_region(ChannelActivities.send_page, page, self.s.region)
         except ActivityError as err:
             self._event(
                 "notification_failed",
@@ -1144,14 +1144,33 @@ class TicketWorkflow:
             )
         )
 
+    async def _in_region(self, activity: Any, arg: Any, region: str | None) -> Any:
+        """Run a region-facing activity on that region's queue; if no regional worker picks it up in
+        time (a region's outage, or no regional workers at all), the central queue runs it."""
+        options = {"start_to_close_timeout": NOTIFY_TIMEOUT, "retry_policy": NOTIFY_RETRY}
+        if self.regional and region:
+            try:
+                return await workflow.execute_activity_method(
+                    activity,
+                    arg,
+                    task_queue=regional_task_queue(workflow.info().task_queue, region),
+                    schedule_to_start_timeout=self.lifecycle.regional_pickup_timeout,
+                    **options,
+                )
+            except ActivityError as err:
+                timed_out = (
+                    isinstance(err.cause, ActivityTimeout) and err.cause.type == TimeoutType.SCHEDULE_TO_START
+                )
+                if not timed_out:
+                    raise
+                workflow.logger.warning(
+                    "no %s worker picked up %s; using the central queue", region, activity
+                )
+        return await workflow.execute_activity_method(activity, arg, **options)
+
     async def _deliver(self, notification: Notification) -> None:
         try:
-            await workflow.execute_activity_method(
-                NotificationActivities.deliver_notification,
-                notification,
-                start_to_close_timeout=NOTIFY_TIMEOUT,
-                retry_policy=NOTIFY_RETRY,
-            )
+            await self._in_region(NotificationActivities.deliver_notification, notification, self.s.region)
         except ActivityError as err:
             self._event(
                 "notification_failed",
