@@ -73,6 +73,8 @@ async def file_ticket(
 async def replay_and_maybe_record(api, ticket_id: int, name: str) -> None:
     """Replays the ticket's runs with today's code; MERIDIAN_RECORD_HISTORIES=1 also saves them for CI."""
     async for execution in api.client.list_workflows(f'WorkflowId="{ticket_workflow_id(ticket_id)}"'):
+        if execution.status is WorkflowExecutionStatus.RUNNING:
+            continue  # a run still at work may end mid-task, which a replayer waits on forever
         history = await api.client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
         await Replayer(workflows=[TicketWorkflow], data_converter=pydantic_data_converter).replay_workflow(
             history

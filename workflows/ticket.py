@@ -371,22 +371,9 @@ class TicketWorkflow:
             at=workflow.now(),
             details={"level": level_index + 1, "region": s.region, "priority": s.priority},
         )
-        self._in_background(self._send_page(page))
-
-    async def _send_page(self, page: Page) -> None:
-        try:
-            await self._in_region(ChannelActivities.send_page, page, self.s.region)
-        except ActivityError as err:
-            self._event(
-                "notification_failed",
-                Actor.system(self.s.region),
-                internal=True,
-                data={
-                    "notification_id": page.id,
-                    "kind": f"page:{page.channel.value}",
-                    "error": str(err.cause or err),
-                },
-            )
+        self._in_background(
+            self._deliver(ChannelActivities.send_page, page, page.id, f"page:{page.channel.value}")
+        )
 
     def _close_pagerduty_incident(self, action: PageAction) -> None:
         chain = self.s.escalation
@@ -1129,7 +1116,9 @@ class TicketWorkflow:
             at=workflow.now(),
             data=data,
         )
-        self._in_background(self._deliver(notification))
+        self._in_background(
+            self._deliver(NotificationActivities.deliver_notification, notification, notification.id, kind)
+        )
 
     def _in_background(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -1168,19 +1157,16 @@ class TicketWorkflow:
                 )
         return await workflow.execute_activity_method(activity, arg, **options)
 
-    async def _deliver(self, notification: Notification) -> None:
+    async def _deliver(self, activity: Any, message: Any, message_id: str, kind: str) -> None:
+        """Send a notification or page in the ticket's region; a final failure goes on the timeline."""
         try:
-            await self._in_region(NotificationActivities.deliver_notification, notification, self.s.region)
+            await self._in_region(activity, message, self.s.region)
         except ActivityError as err:
             self._event(
                 "notification_failed",
                 Actor.system(self.s.region),
                 internal=True,
-                data={
-                    "notification_id": notification.id,
-                    "kind": notification.kind,
-                    "error": str(err.cause or err),
-                },
+                data={"notification_id": message_id, "kind": kind, "error": str(err.cause or err)},
             )
 
     def _sla_views(self, now: datetime) -> list[SlaView]:
