@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
+bench: $(STAMP)
+	$(VENV)/bin/python bench/ticket_throughput.py --tickets 30 --concurrency 1
+	$(VENV)/bin/python bench/ticket_throughput.py --tickets 200 --concurrency 20
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 

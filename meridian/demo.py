@@ -53,6 +53,12 @@ async def run_demo(base_url: str, admin_token: str) -> None:
         print("\nwaiting for triage and assignment ...")
         tickets = await _wait(http, ids, lambda t: t["status"] not in ("new",))
         _show(tickets)
+        if any(t["status"] == "queued" for t in tickets):
+            print(
+                "queued tickets wait for a native speaker on shift (MERIDIAN_NATIVE_WAIT, 5 min),\n"
+                "then a fluent one (MERIDIAN_FLUENT_WAIT, 10 min more), then any skilled agent with\n"
+                "machine translation; agents within 15 minutes of their shift end take no new tickets."
+            )
 
         first = tickets[0]
         if first["assignee_id"]:
