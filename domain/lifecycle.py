@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -13,7 +13,10 @@ class LifecyclePolicy(BaseModel):
     csat_reminder_after: timedelta = timedelta(hours=24)
     csat_expires_after: timedelta = timedelta(hours=72)
     reopen_window: timedelta = timedelta(days=3)
-    sla_warning_ratio: float = Field(default=0.75, gt=0, lt=1)
+    sla_warning_ratio: float = Field(default=0.75, gt=0, lt=1)  # tickets started before several thresholds
+    sla_warning_ratios: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=lambda: [0.5, 0.75, 0.9], min_length=1, description="warn at each share of a target"
+    )
     # Shift-end handoff: how long before the shift ends, how long the receiver has to acknowledge,
     # and whether tickets waiting on the customer move too or stay with their owner.
     handoff_lead: timedelta = timedelta(minutes=15)

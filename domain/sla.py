@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from domain.enums import Priority
 
@@ -89,8 +89,21 @@ class SlaClock(BaseModel):
     consumed: timedelta = timedelta(0)
     running_since: datetime | None = None
     stopped_at: datetime | None = None
-    warning_sent: bool = False
+    warning_sent: bool = False  # before several thresholds: whether the one warning went out
+    warnings_sent: int = 0  # how many of the (ascending) warning thresholds have been announced
     breach_sent: bool = False
+
+    @model_validator(mode="after")
+    def _count_old_warning(self) -> SlaClock:
+        if self.warning_sent and self.warnings_sent == 0:
+            self.warnings_sent = 1
+        return self
+
+    def next_warning_at(self, ratios: list[float], calendar: ClockCalendar | None = None) -> datetime | None:
+        """When the next unannounced warning threshold is crossed; None when all are announced."""
+        if self.warnings_sent >= len(ratios):
+            return None
+        return self.warning_at(ratios[self.warnings_sent], calendar)
 
     @classmethod
     def start(cls, target: SlaTarget, budget: timedelta, at: datetime) -> SlaClock:
@@ -162,17 +175,20 @@ class SlaClock(BaseModel):
         """Start a fresh budget (a new customer message, a new update period)."""
         self.consumed, self.running_since, self.stopped_at = timedelta(0), now, None
         self.warning_sent = self.breach_sent = False
+        self.warnings_sent = 0
 
     def retarget(
-        self, budget: timedelta, now: datetime, ratio: float, calendar: ClockCalendar | None = None
+        self, budget: timedelta, now: datetime, ratios: list[float], calendar: ClockCalendar | None = None
     ) -> None:
         """Move the deadline; a warning or breach that no longer holds may be raised again later."""
         self.budget = budget
         elapsed = self.elapsed(now, calendar)
         if elapsed < budget:
             self.breach_sent = False
-        if elapsed < budget * ratio:
-            self.warning_sent = False
+        still_true = sum(1 for ratio in ratios if elapsed >= budget * ratio)
+        announced = max(self.warnings_sent, 1 if self.warning_sent else 0)
+        self.warnings_sent = min(announced, still_true)
+        self.warning_sent = self.warnings_sent > 0
 
 
 def worst_state(states: list[SlaClockState]) -> SlaClockState:

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     csat_reminder_after: timedelta = timedelta(hours=24)
     csat_expires_after: timedelta = timedelta(hours=72)
     reopen_window: timedelta = timedelta(days=3)
-    sla_warning_ratio: float = Field(default=0.75, gt=0, lt=1)
+    sla_warning_ratios: list[float] = [0.5, 0.75, 0.9]
     dispatch_interval: timedelta = timedelta(minutes=1)
     handoff_lead: timedelta = timedelta(minutes=15)
     handoff_ack_timeout: timedelta = timedelta(minutes=15)
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
             csat_reminder_after=self.csat_reminder_after,
             csat_expires_after=self.csat_expires_after,
             reopen_window=self.reopen_window,
-            sla_warning_ratio=self.sla_warning_ratio,
+            sla_warning_ratios=sorted(self.sla_warning_ratios),
             handoff_lead=self.handoff_lead,
             handoff_ack_timeout=self.handoff_ack_timeout,
             pending_customer_handoff=self.pending_customer_handoff,

@@ -156,6 +156,7 @@ def make_settings(database_url: str, **overrides) -> Settings:
         csat_reminder_after=timedelta(hours=24),
         csat_expires_after=timedelta(hours=72),
         reopen_window=timedelta(days=3),
+        sla_warning_ratios=[0.75],  # one warning keeps most tests' expectations simple
     )
     values.update(overrides)
     return Settings(**values)

@@ -127,7 +127,7 @@ def test_sla_clock_stop_while_paused_keeps_consumed_time():
 
 def test_sla_clock_retarget_smaller_budget_moves_due_earlier():
     clock = SlaClock.start(SlaTarget.RESOLUTION, HOUR, T0)
-    clock.retarget(minutes(30), T0 + minutes(10), RATIO)
+    clock.retarget(minutes(30), T0 + minutes(10), [RATIO])
     assert clock.budget == minutes(30)
     assert clock.due_at() == T0 + minutes(30)
     assert clock.warning_at(RATIO) == T0 + minutes(22.5)
@@ -140,7 +140,7 @@ def test_sla_clock_retarget_smaller_keeps_sent_flags_that_still_hold():
     clock.warning_sent = True
     clock.breach_sent = True
     # 50 minutes used, budget now 40: still breached, still past warning.
-    clock.retarget(minutes(40), T0 + minutes(50), RATIO)
+    clock.retarget(minutes(40), T0 + minutes(50), [RATIO])
     assert clock.breach_sent is True
     assert clock.warning_sent is True
 
@@ -149,7 +149,7 @@ def test_sla_clock_retarget_larger_budget_resets_flags_that_no_longer_hold():
     clock = SlaClock.start(SlaTarget.RESOLUTION, HOUR, T0)
     clock.warning_sent = True
     clock.breach_sent = True
-    clock.retarget(minutes(120), T0 + minutes(70), RATIO)
+    clock.retarget(minutes(120), T0 + minutes(70), [RATIO])
     assert clock.due_at() == T0 + minutes(120)
     # 70 < 120 → no longer breached; 70 < 90 → no longer in warning.
     assert clock.breach_sent is False
@@ -162,7 +162,7 @@ def test_sla_clock_retarget_larger_keeps_warning_when_still_in_warning_zone():
     clock.warning_sent = True
     clock.breach_sent = True
     # 70 minutes used, budget now 80: no longer breached, but 70 >= 60 (75 % of 80) → still warning.
-    clock.retarget(minutes(80), T0 + minutes(70), RATIO)
+    clock.retarget(minutes(80), T0 + minutes(70), [RATIO])
     assert clock.breach_sent is False
     assert clock.warning_sent is True
     assert clock.state(T0 + minutes(70), RATIO) is SlaClockState.WARNING
@@ -171,7 +171,7 @@ def test_sla_clock_retarget_larger_keeps_warning_when_still_in_warning_zone():
 def test_sla_clock_retarget_while_paused_leaves_it_paused():
     clock = SlaClock.start(SlaTarget.RESOLUTION, HOUR, T0)
     clock.pause(T0 + minutes(10))
-    clock.retarget(minutes(30), T0 + minutes(40), RATIO)
+    clock.retarget(minutes(30), T0 + minutes(40), [RATIO])
     assert clock.due_at() is None
     clock.resume(T0 + minutes(100))
     assert clock.due_at() == T0 + minutes(120)  # 20 minutes of budget left at resume

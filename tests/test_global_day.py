@@ -286,7 +286,7 @@ class Day:
         """Something due by `at` that the workflow has not processed yet (calendar time)."""
         if s.status is TicketStatus.NEW:
             return "triage"
-        ratio = self.lifecycle.sla_warning_ratio
+        ratio = self.lifecycle.sla_warning_ratios[0]
         for target, c in s.clocks.items():
             if c.running_since is None or c.stopped_at is not None:
                 continue
@@ -527,7 +527,7 @@ async def test_a_full_48_hour_global_day(desk):
         )
 
         # SLA: first response and resolution exactly at their thresholds, from the policy table.
-        ratio = desk.settings.sla_warning_ratio
+        ratio = desk.settings.sla_warning_ratios[0]
         sla = {k: ev.get(k, []) for k in ("sla_warning", "sla_breached")}
         stops = {"first_response": state.first_response_at, "resolution": state.resolved_at}
         for target, stopped in stops.items():

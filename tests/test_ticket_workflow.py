@@ -447,3 +447,23 @@ async def test_a_message_after_the_reopen_window_is_kept_and_someone_is_told(des
             ]
         assert "late_customer_message" in kinds
     assert [e.kind for e in await desk.events(ticket_id) if e.kind == "reopened"] == []
+
+
+async def test_a_warning_at_each_configured_threshold(db, skipping_env, shared_deps, database_url):
+    settings = make_settings(database_url, sla_warning_ratios=[0.5, 0.75, 0.9])
+    await add_customer(db, "acme", tier=CustomerTier.ENTERPRISE)  # P2: first response 60 min
+    desk = Desk(skipping_env, db, settings)
+    async with running_worker(skipping_env.client, shared_deps, settings):
+        try:
+            handle, ticket_id, created = await desk.open()
+            await desk.skip(handle, timedelta(minutes=61))
+            warnings = [
+                w for w in await desk.events(ticket_id, "sla_warning") if w.data["target"] == "first_response"
+            ]
+            assert [w.data["threshold_percent"] for w in warnings] == [50, 75, 90]
+            for warning, minutes in zip(warnings, (30, 45, 54), strict=True):
+                assert close_to(warning.at, created + timedelta(minutes=minutes))
+            state = await desk.state(handle)
+            assert state.clocks["first_response"].warnings_sent == 3
+        finally:
+            await desk.terminate_all()

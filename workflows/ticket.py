@@ -89,6 +89,7 @@ OPEN_STATES = (TicketStatus.QUEUED, TicketStatus.OPEN, TicketStatus.PENDING_CUST
 DISPATCH_OUTSIDE_UPDATES = "dispatch-outside-updates"  # resolve/assign no longer dispatch under the lock
 NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen window notifies someone
 SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
+WARNING_THRESHOLDS = "sla-warning-thresholds"  # a warning at each configured share of a target
 ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, then machine translation
 ESCALATION_CHAINS = "escalation-chains"  # a breach starts the priority's escalation chain
 REGIONAL_QUEUES = "regional-queues"  # notifications and pages run on the ticket region's task queue
@@ -141,6 +142,7 @@ class TicketWorkflow:
         self.background: set[asyncio.Task[None]] = set()
         self.published: dict[str, str | None] = {}
         self.handoffs = False  # set in run(): histories from before handoffs replay without them
+        self.warning_ratios = [self.lifecycle.sla_warning_ratio]  # several thresholds: set in run()
         self.fallback = False  # likewise for the native -> fluent -> machine translation fallback
         self.escalations = False  # and for escalation chains
         self.regional = False  # and for region-facing activities on regional task queues
@@ -154,6 +156,8 @@ class TicketWorkflow:
     @workflow.run
     async def run(self, input: TicketInput) -> TicketOutcome:
         self.handoffs = workflow.patched(SHIFT_HANDOFF)
+        if workflow.patched(WARNING_THRESHOLDS):
+            self.warning_ratios = sorted(self.lifecycle.sla_warning_ratios)
         self.fallback = workflow.patched(ROUTING_FALLBACK)
         self.escalations = workflow.patched(ESCALATION_CHAINS)
         self.regional = workflow.patched(REGIONAL_QUEUES)
@@ -219,12 +223,10 @@ class TicketWorkflow:
 
     def _next_due(self) -> datetime | None:
         candidates: list[datetime] = []
-        ratio = self.lifecycle.sla_warning_ratio
         cal = self.s.sla_calendar
         for clock in self.s.clocks.values():
             if clock.is_running and not clock.is_stopped:
-                if not clock.warning_sent:
-                    candidates.append(clock.warning_at(ratio, cal))
+                candidates.append(clock.next_warning_at(self.warning_ratios, cal))
                 if not clock.breach_sent:
                     candidates.append(clock.due_at(cal))
         if cal is not None and any(c.is_running for c in self.s.clocks.values()):
@@ -582,13 +584,15 @@ class TicketWorkflow:
 
     def _process_due(self) -> None:
         now = workflow.now()
-        ratio = self.lifecycle.sla_warning_ratio
         cal = self.s.sla_calendar
         for clock in self.s.clocks.values():
             if not clock.is_running or clock.is_stopped:
                 continue
-            warning_at, due_at = clock.warning_at(ratio, cal), clock.due_at(cal)
-            if not clock.warning_sent and warning_at is not None and now >= warning_at:
+            due_at = clock.due_at(cal)
+            while (
+                warning_at := clock.next_warning_at(self.warning_ratios, cal)
+            ) is not None and now >= warning_at:
+                clock.warnings_sent += 1
                 clock.warning_sent = True
                 self._sla_event("sla_warning", clock)
             if not clock.breach_sent and due_at is not None and now >= due_at:
@@ -945,7 +949,7 @@ class TicketWorkflow:
                     continue  # a met or breached target keeps the verdict it had
                 budget = s.policies[change.priority].budget(target)
                 if budget is not None:
-                    clock.retarget(budget, now, self.lifecycle.sla_warning_ratio, s.sla_calendar)
+                    clock.retarget(budget, now, self.warning_ratios, s.sla_calendar)
             self._event(
                 "priority_changed",
                 change.actor,
@@ -1100,6 +1104,8 @@ class TicketWorkflow:
             "due_at": due.isoformat() if (due := clock.due_at(s.sla_calendar)) else None,
             "priority": s.priority.value,
         }
+        if kind == "sla_warning":
+            data["threshold_percent"] = round(self.warning_ratios[clock.warnings_sent - 1] * 100)
         self._event(kind, Actor.system(s.region), internal=True, data=data)
         recipient = ("agent", s.assignee.id) if s.assignee else ("region", s.region)
         self._notify(kind, recipient[0], recipient[1], data)
@@ -1170,7 +1176,7 @@ class TicketWorkflow:
             )
 
     def _sla_views(self, now: datetime) -> list[SlaView]:
-        ratio = self.lifecycle.sla_warning_ratio
+        ratio = self.warning_ratios[0]  # "warning" from the first threshold on
         return [
             SlaView(
                 target=target,
