@@ -8,9 +8,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, status
+from pydantic import BaseModel
 
 from api.auth import STAFF, Principal, require
-from db import calendars
+from api.signals import signal_tickets
+from db import calendars, tickets
 from domain.calendars import BusinessCalendar, SlaPreview, SlaPreviewRequest
 from domain.enums import Role
 from domain.ical import closed_days_from_ical
@@ -63,7 +65,16 @@ async def replace_calendar(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the body's id must match the path")
     async with _pool(request).acquire() as conn:
         await _existing(conn, calendar_id)
-        return await calendars.save_calendar(conn, body)
+        saved = await calendars.save_calendar(conn, body)
+    await _recompute_for_calendar(request, calendar_id)
+    return saved
+
+
+async def _recompute_for_calendar(request: Request, calendar_id: str) -> None:
+    """Running tickets of customers on this calendar recompute their SLA clocks at once."""
+    async with _pool(request).acquire() as conn:
+        ticket_ids = await tickets.open_ticket_ids(conn, calendar_id=calendar_id)
+    await signal_tickets(request, ticket_ids, "sla_rules_changed")
 
 
 @router.post("/calendars/{calendar_id}/ical", response_model=BusinessCalendar)
@@ -84,7 +95,9 @@ async def import_ical(
         calendar.exceptions = sorted(
             [e for e in calendar.exceptions if e.date not in imported] + closed, key=lambda e: e.date
         )
-        return await calendars.save_calendar(conn, calendar)
+        saved = await calendars.save_calendar(conn, calendar)
+    await _recompute_for_calendar(request, calendar_id)
+    return saved
 
 
 @router.delete("/calendars/{calendar_id}", response_model=dict)
@@ -95,6 +108,18 @@ async def delete_calendar(
         if not await calendars.delete_calendar(conn, calendar_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"calendar {calendar_id!r} not found")
     return {"id": calendar_id}
+
+
+class Recomputed(BaseModel):
+    tickets: int
+
+
+@router.post("/sla/recompute", response_model=Recomputed, tags=["sla"])
+async def recompute_all(request: Request, _: Principal = Depends(admin_only)) -> Recomputed:
+    """After editing `sla_policies` rows: every running ticket re-reads its policy and calendar."""
+    async with _pool(request).acquire() as conn:
+        ticket_ids = await tickets.open_ticket_ids(conn)
+    return Recomputed(tickets=await signal_tickets(request, ticket_ids, "sla_rules_changed"))
 
 
 @router.post("/sla/preview", response_model=SlaPreview, tags=["sla"])

@@ -15,7 +15,8 @@ from activities.assignment import run_dispatch
 from api.auth import STAFF, Principal, new_token, require
 from api.rosters import roster_changed
 from api.schemas import TokenCreate, TokenOut
-from db import calendars, directory
+from api.signals import signal_tickets
+from db import calendars, directory, tickets
 from domain.directory import IDENT, SLUG, Agent, AgentFields, Customer, CustomerFields, Region, RegionFields
 from domain.enums import Role
 
@@ -242,7 +243,11 @@ async def update_customer(
             raise _not_found("customer", customer_id)
         await _require_region(conn, body.region_id)
         await _require_calendar(conn, body.calendar_id)
-        return await directory.upsert_customer(conn, customer_id, body)
+        customer = await directory.upsert_customer(conn, customer_id, body)
+        ticket_ids = await tickets.open_ticket_ids(conn, customer_id=customer_id)
+    # A new tier or contract calendar changes the SLA of the customer's running tickets.
+    await signal_tickets(request, ticket_ids, "sla_rules_changed")
+    return customer
 
 
 # --- tokens ---------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -15,11 +14,11 @@ from temporalio.service import RPCError
 
 from activities.assignment import run_dispatch
 from api.auth import STAFF, Principal, require
+from api.signals import signal_tickets
 from db import directory, rosters
 from domain.directory import IDENT
 from domain.enums import Role
 from domain.rosters import RosterOverride, RosterOverrideFields, coverage_gaps, shift_windows
-from domain.tickets import ticket_workflow_id
 
 router = APIRouter(prefix="/v1", tags=["rosters"])
 log = structlog.get_logger(__name__)
@@ -50,14 +49,8 @@ async def roster_changed(request: Request, agent_id: str) -> None:
     """Tell the agent's open tickets to re-read the roster (a shift may end now), then dispatch."""
     async with _pool(request).acquire() as conn:
         ticket_ids = await rosters.open_tickets_of(conn, agent_id)
+    await signal_tickets(request, ticket_ids, "roster_changed")
     client = request.app.state.client
-    results = await asyncio.gather(
-        *(client.get_workflow_handle(ticket_workflow_id(t)).signal("roster_changed") for t in ticket_ids),
-        return_exceptions=True,
-    )
-    for ticket_id, result in zip(ticket_ids, results, strict=True):
-        if isinstance(result, Exception):
-            log.warning("roster change not delivered", ticket_id=ticket_id, error=str(result))
     try:
         await run_dispatch(client, _pool(request), datetime.now(UTC), request.app.state.settings.handoff_lead)
     except (RPCError, asyncpg.PostgresError, OSError) as err:

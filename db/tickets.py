@@ -227,3 +227,18 @@ async def timeline(
         )
         for r in rows
     ]
+
+
+async def open_ticket_ids(
+    conn: asyncpg.Connection, *, customer_id: str | None = None, calendar_id: str | None = None
+) -> list[int]:
+    """Tickets still running, optionally of one customer or of customers on one contract calendar."""
+    rows = await conn.fetch(
+        """SELECT t.id FROM tickets t JOIN customers c ON c.id = t.customer_id
+           WHERE t.status IN ('new', 'queued', 'open', 'pending_customer')
+             AND ($1::text IS NULL OR t.customer_id = $1) AND ($2::text IS NULL OR c.calendar_id = $2)
+           ORDER BY t.id""",
+        customer_id,
+        calendar_id,
+    )
+    return [r["id"] for r in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import time, timedelta
 
 from db import calendars, directory
@@ -124,3 +125,44 @@ async def test_next_response_and_periodic_update_follow_the_conversation(desk):
     await desk.skip(handle, timedelta(hours=10))
     targets = [e.data["target"] for e in await desk.events(ticket_id, "sla_breached")]
     assert "periodic_update" not in targets and "next_response" not in targets
+
+
+async def test_a_new_contract_calendar_recomputes_running_clocks_through_the_api(api):
+    from datetime import datetime
+
+    calendar = NEW_YORK_OFFICE.model_dump(mode="json") | {"id": "ny-office-api"}
+    assert (await api.http.post("/v1/calendars", json=calendar, headers=api.admin)).status_code == 201
+    customer = {"id": "office", "name": "Office", "tier": "business", "language": "en", "region_id": "emea"}
+    assert (await api.http.post("/v1/customers", json=customer, headers=api.admin)).status_code == 201
+    response = await api.http.post(
+        "/v1/tickets",
+        json={"customer_id": "office", "subject": "Invoice", "body": "wrong total"},
+        headers=api.admin,
+    )
+    ticket = await api.wait_for(response.json()["id"], lambda t: t["priority"] is not None)
+    created = datetime.fromisoformat(ticket["created_at"])
+    assert datetime.fromisoformat(ticket["sla"]["first_response"]["due_at"]) == created + timedelta(
+        minutes=240
+    )
+
+    changed = await api.http.put(
+        "/v1/customers/office", json=customer | {"calendar_id": "ny-office-api"}, headers=api.admin
+    )
+    assert changed.status_code == 200, changed.text
+    events = []
+    for _ in range(100):
+        events = [e for e in await api.timeline(ticket["id"]) if e["kind"] == "sla_recomputed"]
+        if events:
+            break
+        await asyncio.sleep(0.1)
+    assert events and events[0]["data"]["calendar_id"] == "ny-office-api"
+    at = datetime.fromisoformat(events[0]["at"])
+    office = BusinessCalendar(**calendar)
+    expected = office.add_business_time(at, timedelta(minutes=240) - (at - created))
+    ticket = await api.wait_for(
+        ticket["id"],
+        lambda t: t["sla"]["first_response"]["due_at"] != ticket["sla"]["first_response"]["due_at"],
+    )
+    assert abs(datetime.fromisoformat(ticket["sla"]["first_response"]["due_at"]) - expected) < timedelta(
+        seconds=2
+    )

@@ -93,6 +93,7 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         notifications.deliver_notification,
         intake.start_unstarted_tickets,
         calendars.sla_calendar,
+        calendars.current_sla_rules,
         channels.send_page,
         escalations.escalation_recipients,
     ]

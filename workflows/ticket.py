@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseRequest,
         ShiftEndRequest,
     )
-    from activities.calendars import CalendarActivities, CalendarWindowsRequest
+    from activities.calendars import CalendarActivities, CalendarWindowsRequest, SlaRulesRequest
     from activities.channels import ChannelActivities
     from activities.escalations import EscalationActivities, RecipientsRequest
     from activities.notifications import NotificationActivities
@@ -276,6 +276,48 @@ class TicketWorkflow:
             period.reset(now)
             if s.status is TicketStatus.PENDING_CUSTOMER:
                 period.pause(now, s.sla_calendar)
+
+    @workflow.signal(name="sla_rules_changed")
+    async def sla_rules_changed(self) -> None:
+        """Policies, the customer's tier or their contract calendar changed: recompute the clocks."""
+        async with self.lock:
+            s, now = self.s, workflow.now()
+            if s.status not in OPEN_STATES or s.priority is None:
+                return
+            running = [c.running_since for c in s.clocks.values() if c.running_since is not None]
+            rules = await workflow.execute_activity_method(
+                CalendarActivities.current_sla_rules,
+                SlaRulesRequest(customer_id=s.customer_id, start=min([now, *running]), now=now),
+                start_to_close_timeout=DB_TIMEOUT,
+            )
+            if rules is None or s.priority not in rules.policies:
+                return
+            for clock in s.clocks.values():
+                if not clock.is_stopped:
+                    clock.pause(now, s.sla_calendar)  # what was used so far, counted the old way
+            s.policies, s.sla_calendar = rules.policies, rules.calendar
+            for target, clock in s.clocks.items():
+                budget = s.policies[s.priority].budget(target)
+                if clock.is_stopped or budget is None:
+                    continue
+                clock.retarget(budget, now, self.warning_ratios, s.sla_calendar)
+                if s.status is not TicketStatus.PENDING_CUSTOMER or target in (
+                    SlaTarget.FIRST_RESPONSE,
+                    SlaTarget.NEXT_RESPONSE,
+                ):
+                    clock.resume(now)
+            self._event(
+                "sla_recomputed",
+                Actor.system(s.region),
+                internal=True,
+                data={
+                    "calendar_id": rules.calendar.calendar_id if rules.calendar else None,
+                    "due": {
+                        t.value: d.isoformat() if (d := c.due_at(s.sla_calendar)) else None
+                        for t, c in s.clocks.items()
+                    },
+                },
+            )
 
     async def _refresh_sla_calendar(self) -> None:
         """Fetch the next stretch of business-calendar windows before the current ones run out."""
