@@ -498,12 +498,8 @@ class TicketWorkflow:
         outcome = await workflow.execute_activity_method(
             AssignmentActivities.hand_off,
             HandoffRequest(
-                ticket_id=s.ticket_id,
+                **self._routing_fields(),
                 from_agent_id=leaving.id,
-                language=s.language,
-                module=s.module,
-                priority=s.priority,
-                home_region=s.home_region,
                 at=now,
                 lead=self.lifecycle.handoff_lead,
                 # A handoff does not wait for a native speaker; a ticket already on machine
@@ -722,11 +718,7 @@ class TicketWorkflow:
         outcome = await workflow.execute_activity_method(
             AssignmentActivities.claim_best_agent,
             ClaimBestRequest(
-                ticket_id=s.ticket_id,
-                language=s.language,
-                module=s.module,
-                priority=s.priority,
-                home_region=s.home_region,
+                **self._routing_fields(),
                 at=now,
                 queued_since=now,
                 preferred_agent_id=preferred,
@@ -763,11 +755,7 @@ class TicketWorkflow:
         outcome = await workflow.execute_activity_method(
             AssignmentActivities.claim_best_agent,
             ClaimBestRequest(
-                ticket_id=s.ticket_id,
-                language=s.language,
-                module=s.module,
-                priority=s.priority,
-                home_region=s.home_region,
+                **self._routing_fields(),
                 at=workflow.now(),
                 queued_since=s.queued_since,
                 match=s.language_match,
@@ -778,6 +766,17 @@ class TicketWorkflow:
         )
         if outcome.agent is not None:
             self._take(outcome.agent, outcome.reason, Actor.system(s.region), outcome.machine_translation)
+
+    def _routing_fields(self) -> dict[str, Any]:
+        """What every claim for this ticket needs to know about it."""
+        s = self.s
+        return {
+            "ticket_id": s.ticket_id,
+            "language": s.language,
+            "module": s.module,
+            "priority": s.priority,
+            "home_region": s.home_region,
+        }
 
     def _take(self, agent: AgentRef, reason: str, actor: Actor, machine_translation: bool = False) -> None:
         s = self.s
