@@ -7,10 +7,10 @@ from datetime import timedelta
 from db import directory
 from domain.directory import Region
 from domain.enums import ActorType, CustomerTier
-from domain.tickets import Actor, EscalationAck, ResolveRequest
+from domain.tickets import Actor, AssignRequest, EscalationAck, ResolveRequest
 from tests import test_ticket_workflow
 from tests.conftest import add_agent, add_customer
-from tests.test_ticket_workflow import close_to
+from tests.test_ticket_workflow import agent_actor, close_to, reply
 from workflows.ticket import TicketWorkflow
 
 desk = test_ticket_workflow.desk  # the time-skipping server with a worker
@@ -104,3 +104,27 @@ async def test_low_priority_never_pages_anyone_in_their_local_night(desk):
     escalated = await desk.events(ticket_id, "escalated")
     assert escalated[0].data["paged"] == [] and escalated[0].data["quiet_hours"] == ["owl"]
     assert await pages(desk, ticket_id) == []
+
+
+async def test_a_late_answer_ends_the_chain_and_resolves_the_incident(desk):
+    await staff(desk.pool, "sre", ["sre"], region="apac")
+    await fill(desk, "sre")
+    await add_agent(desk.pool, "alice", region="emea")
+    await fill(desk, "alice")
+    handle, ticket_id, _ = await desk.open(**OUTAGE)  # queued: everyone is full
+    await desk.skip(handle, timedelta(minutes=46))  # breach at 15, levels 1-3 by 45
+    assert [e.data["level"] for e in await desk.events(ticket_id, "escalated")] == [1, 2, 3]
+
+    async with desk.pool.acquire() as conn:
+        await conn.execute("UPDATE agents SET load = 0 WHERE id = 'alice'")
+    _, actor = agent_actor("alice")
+    await handle.execute_update(TicketWorkflow.assign, AssignRequest(agent_id="alice", actor=actor))
+    await handle.execute_update(TicketWorkflow.reply, reply("alice", reply_id="late"))
+    await desk.skip(handle, timedelta(minutes=1))
+    resolved = await desk.events(ticket_id, "escalation_resolved")
+    assert [e.data["trigger"] for e in resolved] == ["first_response"]
+    # The level-3 repeats (due 60 and 75 minutes after the breach) do not come. (A periodic-update
+    # breach an hour after this reply would start a new chain: that is a new breach.)
+    await desk.skip(handle, timedelta(minutes=50))
+    assert [e.data["level"] for e in await desk.events(ticket_id, "escalated")] == [1, 2, 3]
+    assert ("page:pagerduty:resolve", None) in await pages(desk, ticket_id)

@@ -351,6 +351,21 @@ class TicketWorkflow:
         chain = s.escalation
         if not self.escalations or chain is None or s.status not in OPEN_STATES:
             return
+        breached = s.clocks.get(SlaTarget(chain.trigger))
+        if chain.acknowledged_at is None and breached is not None and breached.is_stopped:
+            # The late answer came: nobody needs paging about this breach any more.
+            chain.acknowledged_at, chain.acknowledged_by = now, "meridian"
+            self._event(
+                "escalation_resolved",
+                Actor.system(s.region),
+                internal=True,
+                data={
+                    "trigger": chain.trigger,
+                    "level_reached": chain.fired,
+                },
+            )
+            self._close_pagerduty_incident(PageAction.RESOLVE)
+            return
         schedule = chain.policy.schedule(chain.started_at)
         while (due := chain.next_due()) is not None and now >= due:
             level_index = schedule[chain.fired][0]
