@@ -338,7 +338,9 @@ async def test_a_customer_message_in_the_reopen_window_reopens_with_the_same_eng
     # Reopening by hand is refused once the window has passed after a second resolution.
     await handle.execute_update(TicketWorkflow.resolve, ResolveRequest(actor=actor))
     await desk.skip(handle, timedelta(hours=2))
-    await handle.execute_update(TicketWorkflow.reopen, ReopenRequest(reason="still broken", actor=actor))
+    await handle.execute_update(
+        TicketWorkflow.reopen_ticket, ReopenRequest(reason="still broken", actor=actor)
+    )
     assert (await desk.state(handle)).reopen_count == 2
 
 
@@ -384,7 +386,7 @@ async def test_updates_that_the_ticket_state_forbids_are_refused_with_a_reason(d
     )
     assert refusal.type == "InvalidState"
     refusal = await update_refusal(
-        handle.execute_update(TicketWorkflow.reopen, ReopenRequest(actor=customer))
+        handle.execute_update(TicketWorkflow.reopen_ticket, ReopenRequest(actor=customer))
     )
     assert refusal.type == "InvalidState"
     _, actor = agent_actor(owner)

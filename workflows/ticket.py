@@ -834,7 +834,7 @@ class TicketWorkflow:
                     AssignmentActivities.decline_offer, offer, start_to_close_timeout=DB_TIMEOUT
                 )
 
-    async def _reopen(self, actor: Actor, reason: str | None) -> None:
+    async def _open_again(self, actor: Actor, reason: str | None) -> None:
         s, now = self.s, workflow.now()
         previous = s.assignee.id if s.assignee else None
         s.reopen_count += 1
@@ -863,7 +863,7 @@ class TicketWorkflow:
                 },
             )
             if s.status is TicketStatus.RESOLVED and now < s.resolved_at + self.lifecycle.reopen_window:
-                await self._reopen(message.actor, "customer wrote again")
+                await self._open_again(message.actor, "customer wrote again")
             elif s.status is TicketStatus.RESOLVED and workflow.patched(NOTIFY_LATE_MESSAGES):
                 # Too late to reopen, but someone must read it.
                 recipient = ("agent", s.assignee.id) if s.assignee else ("region", s.region)
@@ -1061,18 +1061,18 @@ class TicketWorkflow:
             raise refuse(INVALID_STATE, f"a {self.s.status.value} ticket cannot be resolved")
 
     @workflow.update(name="reopen")
-    async def reopen(self, request: ReopenRequest) -> TicketStatus:
+    async def reopen_ticket(self, request: ReopenRequest) -> TicketStatus:
         async with self.lock:
-            self._check_reopen()
-            await self._reopen(request.actor, request.reason)
+            self._check_reopening()
+            await self._open_again(request.actor, request.reason)
             await self._flush()
             return self.s.status
 
-    @reopen.validator
-    def _validate_reopen(self, request: ReopenRequest) -> None:
-        self._check_reopen()
+    @reopen_ticket.validator
+    def _validate_reopening(self, request: ReopenRequest) -> None:
+        self._check_reopening()
 
-    def _check_reopen(self) -> None:
+    def _check_reopening(self) -> None:
         s = self.s
         if s.status is not TicketStatus.RESOLVED:
             raise refuse(
