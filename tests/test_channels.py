@@ -41,7 +41,7 @@ from tests.conftest import add_customer
 
 AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
-SLACK_PATH = "/services/T000/B000/XXXX"
+SLACK_PATH = "/services/T000/B000/slackhook"
 PAGERDUTY_PATH = "/v2/enqueue"
 SUMMARY = "P1 ticket 42 breached first response (APAC)"
 DETAILS = {"level": 2, "region": "apac", "priority": "P1"}
