@@ -259,7 +259,10 @@ async def post_message(
     return MessageAccepted(ticket_id=ticket_id, message_id=message_id)
 
 
-async def _replying_agent(request: Request, principal: Principal, agent_id: str | None) -> AgentRef:
+async def _acting_agent(
+    request: Request, principal: Principal, agent_id: str | None
+) -> tuple[AgentRef, Actor]:
+    """The agent a staff request acts as (agents only as themselves), and how the timeline names them."""
     if principal.role is Role.AGENT:
         if agent_id not in (None, principal.subject_id):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "agents act only as themselves")
@@ -270,7 +273,8 @@ async def _replying_agent(request: Request, principal: Principal, agent_id: str 
         agent = await directory.get_agent(conn, agent_id)
     if agent is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown agent {agent_id!r}")
-    return AgentRef(id=agent.id, name=agent.name, region=agent.region_id)
+    ref = AgentRef(id=agent.id, name=agent.name, region=agent.region_id)
+    return ref, Actor(type=ActorType.AGENT, id=agent.id, name=agent.name, region=agent.region_id)
 
 
 @router.post("/{ticket_id}/replies", status_code=status.HTTP_201_CREATED, response_model=ReplyOut)
@@ -283,8 +287,7 @@ async def post_reply(
 ) -> ReplyOut:
     """An agent's reply to the customer, or an internal note (`internal: true`)."""
     await _open_ticket(request, principal, ticket_id)
-    agent = await _replying_agent(request, principal, body.agent_id)
-    actor = Actor(type=ActorType.AGENT, id=agent.id, name=agent.name, region=agent.region)
+    agent, actor = await _acting_agent(request, principal, body.agent_id)
     reply_id = idempotency_key or str(uuid.uuid4())
     accepted = await _update(
         request,
@@ -392,8 +395,7 @@ async def write_handoff_note(
 ) -> TicketOut:
     """What was tried, what comes next, what the customer was promised: read at the next handoff."""
     await _open_ticket(request, principal, ticket_id)
-    agent = await _replying_agent(request, principal, body.agent_id)
-    actor = Actor(type=ActorType.AGENT, id=agent.id, name=agent.name, region=agent.region)
+    agent, actor = await _acting_agent(request, principal, body.agent_id)
     note = HandoffNote(**body.model_dump(exclude={"agent_id"}))
     await _update(
         request, ticket_id, "write_handoff_note", HandoffNoteInput(agent=agent, note=note, actor=actor), int
@@ -407,8 +409,7 @@ async def acknowledge_handoff(
 ) -> Handoff:
     """The receiving engineer confirms they have the ticket; stops the handoff's escalation."""
     await _open_ticket(request, principal, ticket_id)
-    agent = await _replying_agent(request, principal, body.agent_id)
-    actor = Actor(type=ActorType.AGENT, id=agent.id, name=agent.name, region=agent.region)
+    agent, actor = await _acting_agent(request, principal, body.agent_id)
     return await _update(
         request, ticket_id, "acknowledge_handoff", HandoffAck(agent=agent, actor=actor), Handoff
     )

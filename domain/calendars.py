@@ -67,12 +67,13 @@ class BusinessCalendar(BaseModel):
     @model_validator(mode="after")
     def _holidays_exist(self) -> BusinessCalendar:
         if self.holiday_country is not None:
-            try:
-                _holiday_dates(self.holiday_country, self.holiday_subdivision, 2026)
-            except NotImplementedError as exc:
+            subdivisions = _supported_holidays().get(self.holiday_country)
+            if subdivisions is None or (
+                self.holiday_subdivision and self.holiday_subdivision not in subdivisions
+            ):
                 raise ValueError(
                     f"no holidays known for {self.holiday_country}/{self.holiday_subdivision or '-'}"
-                ) from exc
+                )
         if not self.always_open and not self.hours:
             raise ValueError("a calendar needs opening hours unless it is always_open")
         return self
@@ -163,6 +164,11 @@ class SlaPreview(BaseModel):
     calendar_id: str
     timezone: str
     due_local: datetime
+
+
+@lru_cache(maxsize=1)
+def _supported_holidays() -> dict[str, list[str]]:
+    return holidays.list_supported_countries(include_aliases=True)
 
 
 @lru_cache(maxsize=256)

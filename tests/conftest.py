@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
-from datetime import time, timedelta
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,12 +30,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from db import directory
+from db import directory, tickets
 from db.migrate import migrate
 from db.pool import create_pool
 from domain.directory import AgentFields, CustomerFields, Region
-from domain.enums import CustomerTier, LanguageLevel
+from domain.enums import CustomerTier, LanguageLevel, Priority
 from domain.routing import AgentLanguage, Shift
+from domain.tickets import Actor
 from meridian.devstack import venv_binary
 from meridian.settings import Settings
 from workers.main import WorkerDependencies, build_workers, worker_dependencies
@@ -142,6 +144,53 @@ async def add_customer(
             customer_id,
             CustomerFields(name=customer_id.title(), tier=tier, language=language, region_id=region),
         )
+
+
+async def saved_ticket(
+    pool: asyncpg.Pool,
+    customer_id: str = "acme",
+    *,
+    subject: str = "Help",
+    body: str | None = None,
+    created_at: datetime | None = None,
+    actor: Actor | None = None,
+    channel: str = "api",
+    declared_priority: Priority | None = None,
+) -> asyncpg.Record:
+    """A ticket row and its `created` event, as the API writes them (no workflow is started)."""
+    async with pool.acquire() as conn:
+        row, created = await tickets.create_ticket(
+            conn,
+            customer_id=customer_id,
+            subject=subject,
+            body=body or f"{subject}: please help",
+            channel=channel,
+            declared_priority=declared_priority,
+            created_at=created_at or datetime.now(UTC),
+            actor=actor or Actor.system(),
+            idempotency_scope=None,
+            idempotency_key=None,
+            request_hash=None,
+        )
+    assert created
+    return row
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound (so nobody else takes it) but not listening: connecting is refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+        yield client
 
 
 # --- Temporal ---------------------------------------------------------------------------------

@@ -14,10 +14,9 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from db import tickets
 from domain.enums import ActorType
 from domain.tickets import Actor, ticket_workflow_id
-from tests.conftest import ALWAYS
+from tests.conftest import ALWAYS, saved_ticket
 from workflows.housekeeping import HousekeepingWorkflow
 from workflows.ticket import TicketWorkflow
 
@@ -363,20 +362,15 @@ async def test_long_conversations_continue_as_new_without_losing_anything(api):
 async def test_housekeeping_starts_a_ticket_whose_workflow_never_started(api):
     await make_agent(api, "alice")
     await make_customer(api, "acme")
-    async with api.http._transport.app.state.pool.acquire() as conn:
-        row, _ = await tickets.create_ticket(
-            conn,
-            customer_id="acme",
-            subject="Lost start",
-            body="invoice problem",
-            channel="email",
-            declared_priority=None,
-            created_at=datetime.now(UTC) - timedelta(minutes=5),
-            actor=Actor(type=ActorType.CUSTOMER, id="acme"),
-            idempotency_scope=None,
-            idempotency_key=None,
-            request_hash=None,
-        )
+    row = await saved_ticket(
+        api.http._transport.app.state.pool,
+        "acme",
+        subject="Lost start",
+        body="invoice problem",
+        channel="email",
+        created_at=datetime.now(UTC) - timedelta(minutes=5),
+        actor=Actor(type=ActorType.CUSTOMER, id="acme"),
+    )
     report = await api.client.execute_workflow(
         HousekeepingWorkflow.run, id=f"housekeeping-{uuid.uuid4()}", task_queue=api.settings.task_queue
     )

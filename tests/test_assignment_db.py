@@ -31,7 +31,7 @@ from domain.enums import LanguageLevel, Priority, TicketStatus
 from domain.routing import Shift
 from domain.sla import SlaClockState, SlaTarget
 from domain.tickets import Actor, ProjectionBatch, SlaView, TicketSnapshot, TimelineEvent
-from tests.conftest import add_agent, add_customer
+from tests.conftest import add_agent, add_customer, saved_ticket
 
 T0 = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)  # a Monday
 NOW = T0 + timedelta(hours=1)
@@ -43,21 +43,7 @@ NOW = T0 + timedelta(hours=1)
 async def new_ticket(
     pool: asyncpg.Pool, customer_id: str = "acme", *, created_at: datetime = T0, subject: str = "Help"
 ) -> int:
-    async with pool.acquire() as conn:
-        row, created = await tickets.create_ticket(
-            conn,
-            customer_id=customer_id,
-            subject=subject,
-            body=f"{subject}: please help",
-            channel="api",
-            declared_priority=None,
-            created_at=created_at,
-            actor=Actor.system(),
-            idempotency_scope=None,
-            idempotency_key=None,
-            request_hash=None,
-        )
-    assert created
+    row = await saved_ticket(pool, customer_id, subject=subject, created_at=created_at)
     return row["id"]
 
 

@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -34,10 +34,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.channels import ChannelActivities, ChannelSettings
 from activities.notifications import NotificationActivities
-from db import tickets
 from domain.pages import Page, PageAction, PageChannel
-from domain.tickets import Actor
-from tests.conftest import add_customer
+from tests.conftest import add_customer, saved_ticket
 
 AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
@@ -202,42 +200,12 @@ def web() -> Iterator[Http]:
         yield server
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A port bound (so nobody else takes it) but not listening: connecting is refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
-
-
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-        yield client
-
-
 @pytest_asyncio.fixture
 async def ticket_id(db: asyncpg.Pool) -> int:
     await add_customer(db, "acme")
-    async with db.acquire() as conn:
-        row, created = await tickets.create_ticket(
-            conn,
-            customer_id="acme",
-            subject="Checkout is down",
-            body="Nobody can pay.",
-            channel="api",
-            declared_priority=None,
-            created_at=AT,
-            actor=Actor.system(),
-            idempotency_scope=None,
-            idempotency_key=None,
-            request_hash=None,
-        )
-    assert created
-    return row["id"]
+    return (
+        await saved_ticket(db, "acme", subject="Checkout is down", body="Nobody can pay.", created_at=AT)
+    )["id"]
 
 
 # --- helpers ----------------------------------------------------------------------------------

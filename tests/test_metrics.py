@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from datetime import UTC, datetime
 
 import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from db import tickets
 from domain.enums import ActorType
 from domain.tickets import Actor, TicketInput
 from meridian.temporal import start_ticket_workflow
-from tests.conftest import add_agent, add_customer, make_settings, running_worker
+from tests.conftest import add_agent, add_customer, make_settings, running_worker, saved_ticket
 from workers.main import metrics_runtime
 
 
@@ -56,20 +54,14 @@ async def test_the_worker_exports_ticket_events_and_sdk_metrics(db, dev_env, sha
     await add_customer(db, "acme")
     async with running_worker(client, shared_deps, settings):
         now = datetime.now(UTC)
-        async with db.acquire() as conn:
-            row, _ = await tickets.create_ticket(
-                conn,
-                customer_id="acme",
-                subject="Invoice",
-                body="invoice wrong",
-                channel="api",
-                declared_priority=None,
-                created_at=now,
-                actor=Actor(type=ActorType.CUSTOMER, id="acme"),
-                idempotency_scope=None,
-                idempotency_key=f"m-{uuid.uuid4()}",
-                request_hash=None,
-            )
+        row = await saved_ticket(
+            db,
+            "acme",
+            subject="Invoice",
+            body="invoice wrong",
+            created_at=now,
+            actor=Actor(type=ActorType.CUSTOMER, id="acme"),
+        )
         await start_ticket_workflow(
             client,
             settings.task_queue,

@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,10 +24,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.notifications import NotificationActivities
-from db import tickets
 from domain.notifications import Notification
-from domain.tickets import Actor
-from tests.conftest import add_customer
+from tests.conftest import add_customer, saved_ticket
 
 SECRET = "whsec-test-secret"
 AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -108,42 +105,14 @@ def webhook() -> Iterator[Webhook]:
         yield server
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A port bound (so nobody else takes it) but not listening: connecting is refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
-
-
-@pytest_asyncio.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-        yield client
-
-
 @pytest_asyncio.fixture
 async def ticket_id(db: asyncpg.Pool) -> int:
     await add_customer(db, "acme")
-    async with db.acquire() as conn:
-        row, created = await tickets.create_ticket(
-            conn,
-            customer_id="acme",
-            subject="Invoice charged twice",
-            body="We were charged twice for May.",
-            channel="api",
-            declared_priority=None,
-            created_at=AT,
-            actor=Actor.system(),
-            idempotency_scope=None,
-            idempotency_key=None,
-            request_hash=None,
+    return (
+        await saved_ticket(
+            db, "acme", subject="Invoice charged twice", body="We were charged twice for May.", created_at=AT
         )
-    assert created
-    return row["id"]
+    )["id"]
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from db import tickets
 from db.assignment import claim_agent, claim_best_agent, hand_off, shift_end_of
 from db.rosters import add_override
 from domain.enums import Priority
@@ -32,8 +31,7 @@ from domain.rosters import (
     shift_end,
     shift_windows,
 )
-from domain.tickets import Actor
-from tests.conftest import ALWAYS, add_agent, add_customer
+from tests.conftest import ALWAYS, add_agent, add_customer, saved_ticket
 
 SG = "Asia/Singapore"
 DUBLIN = "Europe/Dublin"
@@ -417,22 +415,7 @@ WORKDAY = Shift(days=[1, 2, 3, 4, 5], start=time(8), end=time(17))  # in emea: 0
 
 
 async def new_ticket(pool: asyncpg.Pool, customer_id: str = "acme") -> int:
-    async with pool.acquire() as conn:
-        row, created = await tickets.create_ticket(
-            conn,
-            customer_id=customer_id,
-            subject="Help",
-            body="Help: please",
-            channel="api",
-            declared_priority=None,
-            created_at=utc(2026, 3, 9, 11),
-            actor=Actor.system(),
-            idempotency_scope=None,
-            idempotency_key=None,
-            request_hash=None,
-        )
-    assert created
-    return row["id"]
+    return (await saved_ticket(pool, customer_id, body="Help: please", created_at=utc(2026, 3, 9, 11)))["id"]
 
 
 async def override(pool: asyncpg.Pool, agent_id: str, fields: RosterOverrideFields) -> None:

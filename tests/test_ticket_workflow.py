@@ -32,7 +32,7 @@ from domain.tickets import (
     TicketState,
 )
 from meridian.temporal import start_ticket_workflow
-from tests.conftest import add_agent, add_customer, make_settings, running_worker
+from tests.conftest import add_agent, add_customer, make_settings, running_worker, saved_ticket
 from workflows.ticket import TicketWorkflow
 
 SECOND = timedelta(seconds=1)
@@ -53,20 +53,15 @@ class Desk:
         declared: Priority | None = None,
     ) -> tuple[WorkflowHandle, int, datetime]:
         created_at = await self.env.get_current_time()
-        async with self.pool.acquire() as conn:
-            row, _ = await tickets.create_ticket(
-                conn,
-                customer_id=customer,
-                subject=subject,
-                body=body,
-                channel="api",
-                declared_priority=declared,
-                created_at=created_at,
-                actor=Actor(type=ActorType.CUSTOMER, id=customer),
-                idempotency_scope=None,
-                idempotency_key=None,
-                request_hash=None,
-            )
+        row = await saved_ticket(
+            self.pool,
+            customer,
+            subject=subject,
+            body=body,
+            created_at=created_at,
+            actor=Actor(type=ActorType.CUSTOMER, id=customer),
+            declared_priority=declared,
+        )
         handle = await start_ticket_workflow(
             self.env.client,
             self.settings.task_queue,
