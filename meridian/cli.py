@@ -102,6 +102,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    if devstack.port_open(settings.api_host, settings.api_port):
+        raise SystemExit(f"port {settings.api_port} is taken; stop what runs there or set MERIDIAN_API_PORT")
     try:
         database_url = settings.database_url
         if not database_url:

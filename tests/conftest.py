@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import tempfile
 import uuid
@@ -174,6 +175,19 @@ async def saved_ticket(
         )
     assert created
     return row
+
+
+def free_port() -> int:
+    """A free port below Linux's ephemeral range (32768+), where servers that bind port 0 (the
+    Temporal dev server's internal services) cannot be handed it between our check and our use."""
+    while True:
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @pytest.fixture

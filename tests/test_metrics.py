@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime
 
 import httpx
@@ -13,14 +12,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from domain.enums import ActorType
 from domain.tickets import Actor, TicketInput
 from meridian.temporal import start_ticket_workflow
-from tests.conftest import add_agent, add_customer, make_settings, running_worker, saved_ticket
+from tests.conftest import add_agent, add_customer, free_port, make_settings, running_worker, saved_ticket
 from workers.main import metrics_runtime
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_the_api_counts_requests_and_created_tickets(api):
