@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -64,6 +66,18 @@ async def _require_region(conn: asyncpg.Connection, region_id: str | None) -> No
 async def _require_calendar(conn: asyncpg.Connection, calendar_id: str | None) -> None:
     if calendar_id is not None and await calendars.get_calendar(conn, calendar_id) is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown calendar {calendar_id!r}")
+
+
+@asynccontextmanager
+async def _pattern_of_region(body: AgentFields) -> AsyncIterator[None]:
+    """The database refuses a shift pattern that is unknown or belongs to another region."""
+    try:
+        yield
+    except asyncpg.ForeignKeyViolationError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"no shift pattern {body.shift_pattern_id!r} in region {body.region_id!r}",
+        ) from None
 
 
 async def _dispatch(request: Request) -> None:
@@ -164,7 +178,8 @@ async def create_agent(
     token = new_token("agt")
     async with _pool(request).acquire() as conn, conn.transaction():
         await _require_region(conn, body.region_id)
-        agent = await directory.insert_agent(conn, body.id, body)
+        async with _pattern_of_region(body):
+            agent = await directory.insert_agent(conn, body.id, body)
         if agent is None:
             raise HTTPException(status.HTTP_409_CONFLICT, f"agent {body.id!r} already exists")
         await directory.store_token(conn, token, Role.AGENT, agent.id, label=f"agent {agent.id}")
@@ -180,7 +195,8 @@ async def update_agent(
         if await directory.get_agent(conn, agent_id) is None:
             raise _not_found("agent", agent_id)
         await _require_region(conn, body.region_id)
-        agent = await directory.upsert_agent(conn, agent_id, body)
+        async with _pattern_of_region(body):
+            agent = await directory.upsert_agent(conn, agent_id, body)
     await roster_changed(request, agent_id)
     return agent
 

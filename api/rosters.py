@@ -1,28 +1,38 @@
-"""Roster overrides and coverage: who is on shift when, and where nobody is."""
+"""Shift patterns, roster overrides and coverage: who is on shift when, and where nobody is."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 from temporalio.service import RPCError
 
 from activities.assignment import run_dispatch
 from api.auth import STAFF, Principal, require
 from api.signals import signal_tickets
 from db import directory, rosters
-from domain.directory import IDENT
+from domain.directory import IDENT, SLUG, Agent
 from domain.enums import Role
-from domain.rosters import RosterOverride, RosterOverrideFields, coverage_gaps, shift_windows
+from domain.rosters import (
+    PATTERN_ID,
+    RosterOverride,
+    RosterOverrideFields,
+    ShiftPattern,
+    ShiftPatternFields,
+    coverage_gaps,
+    shift_windows,
+)
 
 router = APIRouter(prefix="/v1", tags=["rosters"])
 log = structlog.get_logger(__name__)
 Ident = Annotated[str, Path(pattern=IDENT)]
+PatternId = Annotated[str, Path(pattern=PATTERN_ID)]
 MAX_COVERAGE_SPAN = timedelta(days=31)
 
 
@@ -30,6 +40,22 @@ class Gap(BaseModel):
     start: datetime
     end: datetime
     minutes: float
+
+
+class ShiftWindow(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class AgentShifts(BaseModel):
+    agent_id: str
+    timezone: str
+    shift_pattern_id: str | None
+    shifts: list[ShiftWindow]
+
+
+class ShiftPatternCreate(ShiftPatternFields):
+    id: str = Field(pattern=PATTERN_ID)
 
 
 class Coverage(BaseModel):
@@ -45,10 +71,10 @@ def _pool(request: Request) -> asyncpg.Pool:
     return request.app.state.pool
 
 
-async def roster_changed(request: Request, agent_id: str) -> None:
-    """Tell the agent's open tickets to re-read the roster (a shift may end now), then dispatch."""
+async def roster_changed(request: Request, *agent_ids: str) -> None:
+    """Tell the agents' open tickets to re-read the roster (a shift may end now), then dispatch."""
     async with _pool(request).acquire() as conn:
-        ticket_ids = await rosters.open_tickets_of(conn, agent_id)
+        ticket_ids = [t for agent_id in agent_ids for t in await rosters.open_tickets_of(conn, agent_id)]
     await signal_tickets(request, ticket_ids, "roster_changed")
     client = request.app.state.client
     try:
@@ -103,25 +129,16 @@ async def coverage(
     _: Principal = Depends(require(*STAFF)),
 ) -> Coverage:
     """The intervals in which nobody with the language and skill is on shift."""
-    if end <= start:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'to' must be after 'from'")
-    if end - start > MAX_COVERAGE_SPAN:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"ask for at most {MAX_COVERAGE_SPAN.days} days"
-        )
+    _check_span(start, end)
     async with _pool(request).acquire() as conn:
         agents = [a for a in await directory.list_agents(conn) if a.active]
-        zones = {r.id: r.timezone for r in await directory.list_regions(conn)}
-        overrides = await rosters.overrides_between(conn, start, end)
-    qualified = [
-        a
-        for a in agents
-        if (language is None or any(lang.code == language for lang in a.languages))
-        and (skill is None or skill in a.skills)
-    ]
-    windows = [
-        shift_windows(a.shift, zones[a.region_id], overrides.get(a.id, []), start, end) for a in qualified
-    ]
+        qualified = [
+            a
+            for a in agents
+            if (language is None or any(lang.code == language for lang in a.languages))
+            and (skill is None or skill in a.skills)
+        ]
+        windows = list((await _shift_windows(conn, qualified, start, end)).values())
     gaps = coverage_gaps(windows, start.astimezone(UTC), end.astimezone(UTC))
     return Coverage(
         start=start,
@@ -131,3 +148,138 @@ async def coverage(
         agents=[a.id for a in qualified],
         gaps=[Gap(start=s, end=e, minutes=round((e - s).total_seconds() / 60, 2)) for s, e in gaps],
     )
+
+
+def _check_span(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "'to' must be after 'from'")
+    if end - start > MAX_COVERAGE_SPAN:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"ask for at most {MAX_COVERAGE_SPAN.days} days"
+        )
+
+
+async def _shift_windows(
+    conn: asyncpg.Connection, agents: list[Agent], start: datetime, end: datetime
+) -> dict[str, list[tuple[datetime, datetime]]]:
+    """Each agent's time on shift in the span: their pattern or own shift, with overrides."""
+    zones = {r.id: r.timezone for r in await directory.list_regions(conn)}
+    overrides = await rosters.overrides_between(conn, start, end)
+    rotations = await rosters.rotations(conn, [a.id for a in agents])
+    return {
+        a.id: shift_windows(
+            rotations.get(a.id) or a.shift, zones[a.region_id], overrides.get(a.id, []), start, end
+        )
+        for a in agents
+    }
+
+
+@router.get("/agents/{agent_id}/shifts", response_model=AgentShifts)
+async def agent_shifts(
+    agent_id: Ident,
+    request: Request,
+    start: Annotated[AwareDatetime, Query(alias="from", description="ISO 8601 with offset")],
+    end: Annotated[AwareDatetime, Query(alias="to", description="ISO 8601 with offset")],
+    _: Principal = Depends(require(*STAFF)),
+) -> AgentShifts:
+    """When the agent is on shift: their pattern's rotation or own shift, with overrides applied."""
+    _check_span(start, end)
+    async with _pool(request).acquire() as conn:
+        agent = await directory.get_agent(conn, agent_id)
+        if agent is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"agent {agent_id!r} not found")
+        windows = (await _shift_windows(conn, [agent], start, end))[agent.id]
+        region = await directory.get_region(conn, agent.region_id)
+    tz = ZoneInfo(region.timezone if region else "UTC")
+    return AgentShifts(
+        agent_id=agent.id,
+        timezone=tz.key,
+        shift_pattern_id=agent.shift_pattern_id,
+        shifts=[ShiftWindow(start=s.astimezone(tz), end=e.astimezone(tz)) for s, e in windows],
+    )
+
+
+# --- shift patterns -------------------------------------------------------------------------
+
+
+def _pattern_not_found(pattern_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"shift pattern {pattern_id!r} not found")
+
+
+async def _require_region(conn: asyncpg.Connection, region_id: str) -> None:
+    if await directory.get_region(conn, region_id) is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"unknown region {region_id!r}")
+
+
+@router.get("/shift-patterns", response_model=list[ShiftPattern])
+async def list_shift_patterns(
+    request: Request,
+    region: Annotated[str | None, Query(pattern=SLUG)] = None,
+    _: Principal = Depends(require(*STAFF)),
+) -> list[ShiftPattern]:
+    async with _pool(request).acquire() as conn:
+        return await rosters.list_patterns(conn, region)
+
+
+@router.get("/shift-patterns/{pattern_id}", response_model=ShiftPattern)
+async def get_shift_pattern(
+    pattern_id: PatternId, request: Request, _: Principal = Depends(require(*STAFF))
+) -> ShiftPattern:
+    async with _pool(request).acquire() as conn:
+        pattern = await rosters.get_pattern(conn, pattern_id)
+    if pattern is None:
+        raise _pattern_not_found(pattern_id)
+    return pattern
+
+
+@router.post("/shift-patterns", status_code=status.HTTP_201_CREATED, response_model=ShiftPattern)
+async def create_shift_pattern(
+    body: ShiftPatternCreate, request: Request, _: Principal = Depends(require(Role.ADMIN))
+) -> ShiftPattern:
+    """A region's shared shift pattern; agents join it with `shift_pattern_id` and `rotation_offset`."""
+    async with _pool(request).acquire() as conn:
+        await _require_region(conn, body.region_id)
+        if not await rosters.insert_pattern(conn, body.id, body):
+            raise HTTPException(status.HTTP_409_CONFLICT, f"shift pattern {body.id!r} already exists")
+        return await rosters.get_pattern(conn, body.id)
+
+
+@router.put("/shift-patterns/{pattern_id}", response_model=ShiftPattern)
+async def update_shift_pattern(
+    pattern_id: PatternId,
+    body: ShiftPatternFields,
+    request: Request,
+    _: Principal = Depends(require(Role.ADMIN)),
+) -> ShiftPattern:
+    """Changing a pattern moves every agent on it: their tickets re-read the roster at once."""
+    async with _pool(request).acquire() as conn:
+        await _require_region(conn, body.region_id)
+        try:
+            updated = await rosters.update_pattern(conn, pattern_id, body)
+        except asyncpg.ForeignKeyViolationError:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"agents of another region work {pattern_id!r}; move them off it before changing its region",
+            ) from None
+        if not updated:
+            raise _pattern_not_found(pattern_id)
+        pattern = await rosters.get_pattern(conn, pattern_id)
+    await roster_changed(request, *pattern.agents)
+    return pattern
+
+
+@router.delete("/shift-patterns/{pattern_id}", response_model=dict)
+async def delete_shift_pattern(
+    pattern_id: PatternId, request: Request, _: Principal = Depends(require(Role.ADMIN))
+) -> dict:
+    async with _pool(request).acquire() as conn:
+        try:
+            deleted = await rosters.delete_pattern(conn, pattern_id)
+        except asyncpg.ForeignKeyViolationError:
+            agents = await rosters.agents_on_pattern(conn, pattern_id)
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"agents still work {pattern_id!r}: {', '.join(agents)}"
+            ) from None
+    if not deleted:
+        raise _pattern_not_found(pattern_id)
+    return {"id": pattern_id}

@@ -14,9 +14,21 @@ import asyncpg
 from pydantic import BaseModel
 
 from domain.enums import Priority
-from domain.rosters import SHIFT_LOOKAHEAD, RosterOverride
+from domain.rosters import SHIFT_LOOKAHEAD, RosterOverride, Rotation
 from domain.routing import AgentLanguage, Candidate, LanguageMatch, Shift, rank_candidates
 from domain.tickets import AgentRef
+
+
+def rotation_from_row(row: asyncpg.Record) -> Rotation | None:
+    """The agent's rotation, from a row joined with their shift pattern (`pattern_*` columns)."""
+    if row["shift_pattern_id"] is None:
+        return None
+    return Rotation(
+        pattern_id=row["shift_pattern_id"],
+        anchor=row["pattern_anchor"],
+        weeks=row["pattern_weeks"],
+        offset=row["rotation_offset"],
+    )
 
 
 def override_from_row(row: asyncpg.Record) -> RosterOverride:
@@ -50,8 +62,10 @@ class Offer(BaseModel):
 
 _AGENTS = """
     SELECT a.id, a.name, a.region_id, r.timezone, a.languages, a.skills, a.capacity, a.load,
-           a.shift_days, a.shift_start, a.shift_end, a.active
+           a.shift_days, a.shift_start, a.shift_end, a.active,
+           a.shift_pattern_id, a.rotation_offset, p.anchor AS pattern_anchor, p.weeks AS pattern_weeks
     FROM agents a JOIN regions r ON r.id = a.region_id
+    LEFT JOIN shift_patterns p ON p.id = a.shift_pattern_id
 """
 _CANDIDATES = _AGENTS + " WHERE a.active AND a.load < a.capacity"
 
@@ -67,6 +81,7 @@ def _candidate(row: asyncpg.Record) -> Candidate:
         capacity=row["capacity"],
         load=row["load"],
         shift=Shift(days=row["shift_days"], start=row["shift_start"], end=row["shift_end"]),
+        rotation=rotation_from_row(row),
         active=row["active"],
     )
 

@@ -87,6 +87,8 @@ def _agent_args(fields: AgentFields) -> tuple:
         fields.shift.end,
         fields.active,
         fields.roles,
+        fields.shift_pattern_id,
+        fields.rotation_offset,
     )
 
 
@@ -105,13 +107,15 @@ async def get_agent(conn: asyncpg.Connection, agent_id: str) -> Agent | None:
 async def upsert_agent(conn: asyncpg.Connection, agent_id: str, fields: AgentFields) -> Agent:
     row = await conn.fetchrow(
         """INSERT INTO agents (id, name, email, region_id, languages, skills, capacity,
-                               shift_days, shift_start, shift_end, active, roles)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                               shift_days, shift_start, shift_end, active, roles,
+                               shift_pattern_id, rotation_offset)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
            ON CONFLICT (id) DO UPDATE SET
                name = EXCLUDED.name, email = EXCLUDED.email, region_id = EXCLUDED.region_id,
                languages = EXCLUDED.languages, skills = EXCLUDED.skills, capacity = EXCLUDED.capacity,
                shift_days = EXCLUDED.shift_days, shift_start = EXCLUDED.shift_start,
                shift_end = EXCLUDED.shift_end, active = EXCLUDED.active, roles = EXCLUDED.roles,
+               shift_pattern_id = EXCLUDED.shift_pattern_id, rotation_offset = EXCLUDED.rotation_offset,
                updated_at = now()
            RETURNING *""",
         agent_id,
@@ -123,8 +127,9 @@ async def upsert_agent(conn: asyncpg.Connection, agent_id: str, fields: AgentFie
 async def insert_agent(conn: asyncpg.Connection, agent_id: str, fields: AgentFields) -> Agent | None:
     row = await conn.fetchrow(
         """INSERT INTO agents (id, name, email, region_id, languages, skills, capacity,
-                               shift_days, shift_start, shift_end, active, roles)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                               shift_days, shift_start, shift_end, active, roles,
+                               shift_pattern_id, rotation_offset)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
            ON CONFLICT (id) DO NOTHING RETURNING *""",
         agent_id,
         *_agent_args(fields),

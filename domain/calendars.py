@@ -74,9 +74,12 @@ class BusinessCalendar(BaseModel):
                 raise ValueError(
                     f"no holidays known for {self.holiday_country}/{self.holiday_subdivision or '-'}"
                 )
-        if not self.always_open and not self.hours:
+        if not self.always_open and not self._has_hours():
             raise ValueError("a calendar needs opening hours unless it is always_open")
         return self
+
+    def _has_hours(self) -> bool:
+        return bool(self.hours)
 
     # --- windows --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from domain.enums import CustomerTier
+from domain.rosters import MAX_ROTATION_WEEKS, PATTERN_ID
 from domain.routing import AgentLanguage, Shift
 from domain.text import PlainText
 
@@ -55,6 +56,14 @@ class AgentFields(BaseModel):
     skills: dict[str, int] = Field(description="module id -> level 1..5")
     capacity: int = Field(default=5, ge=1, le=100)
     shift: Shift = Field(default_factory=Shift)
+    shift_pattern_id: str | None = Field(
+        default=None,
+        pattern=PATTERN_ID,
+        description="a shared shift pattern of the agent's region; replaces `shift`",
+    )
+    rotation_offset: int = Field(
+        default=0, ge=0, lt=MAX_ROTATION_WEEKS, description="weeks ahead of the pattern's week 1"
+    )
     active: bool = True
     roles: list[Literal["lead", "manager", "sre"]] = Field(
         default_factory=list, description="who escalations reach: team lead, regional manager, SRE on-call"

@@ -1,22 +1,26 @@
 """Rosters: when each agent is on shift, with overrides (sick leave, swaps, extra cover).
 
-An agent's weekly shift is read as a business calendar in their region's time zone, so shift
-windows get the same DST and midnight handling as SLA maths. Overrides then cut time out
-(`off`) or add it (`extra`). Coverage gaps are what is left of a span when every qualified
-agent's windows are taken away.
+An agent works either their own weekly shift or a region's shared, named shift pattern, which
+may rotate over several weeks (a day week, a night week, a week off). Either is read as a
+business calendar in the region's time zone, so shift windows get the same DST and midnight
+handling as SLA maths. Overrides then cut time out (`off`) or add it (`extra`). Coverage gaps
+are what is left of a span when every qualified agent's windows are taken away.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from domain.calendars import BusinessCalendar, OpeningHours
 from domain.text import PlainText
+
+PATTERN_ID = r"^[a-z][a-z0-9_-]{1,63}$"
+MAX_ROTATION_WEEKS = 12
 
 Interval = tuple[datetime, datetime]
 # How far ahead a shift's end is looked for; a shift running longer is treated as continuous.
@@ -63,6 +67,80 @@ class Shift(BaseModel):
         return bool(shift_windows(self, tz.key, [], at, at + timedelta(microseconds=1)))
 
 
+class ShiftPatternFields(BaseModel):
+    """A region's shared shift pattern: one list of shifts per week of the rotation.
+
+    Week 1 starts on `anchor` (a Monday) and the cycle repeats after the last week; an empty
+    week is a week off. Times are read in the region's time zone.
+    """
+
+    name: PlainText = Field(min_length=1, max_length=200)
+    region_id: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,31}$")
+    anchor: date = Field(description="the Monday on which week 1 of the rotation starts")
+    weeks: list[list[Shift]] = Field(min_length=1, max_length=MAX_ROTATION_WEEKS)
+
+    @field_validator("anchor")
+    @classmethod
+    def _monday(cls, value: date) -> date:
+        if value.isoweekday() != 1:
+            raise ValueError(f"anchor must be a Monday, {value.isoformat()} is not")
+        return value
+
+    @field_validator("weeks")
+    @classmethod
+    def _some_work(cls, weeks: list[list[Shift]]) -> list[list[Shift]]:
+        if not any(shift.days for week in weeks for shift in week):
+            raise ValueError("a shift pattern needs at least one shift on at least one day")
+        if any(len(week) > 7 for week in weeks):
+            raise ValueError("a week holds at most 7 shifts")
+        return weeks
+
+
+class ShiftPattern(ShiftPatternFields):
+    id: str = Field(pattern=PATTERN_ID)
+    agents: list[str] = Field(default_factory=list, description="agents working this pattern")
+
+
+class Rotation(BaseModel):
+    """A shift pattern as one agent works it: `offset` weeks ahead of the pattern's week 1."""
+
+    pattern_id: str
+    anchor: date
+    weeks: list[list[Shift]]
+    offset: int = 0
+
+    @classmethod
+    def of(cls, pattern: ShiftPatternFields, pattern_id: str, offset: int) -> Rotation:
+        return cls(pattern_id=pattern_id, anchor=pattern.anchor, weeks=pattern.weeks, offset=offset)
+
+    def week_of(self, day: date) -> list[Shift]:
+        monday = day - timedelta(days=day.isoweekday() - 1)
+        index = ((monday - self.anchor).days // 7 + self.offset) % len(self.weeks)
+        return self.weeks[index]
+
+
+class RotationCalendar(BusinessCalendar):
+    """A rotation read as a calendar: each date opens with the shifts of its week in the cycle.
+
+    A shift that runs past midnight belongs to the date it starts on, as with weekly hours, so
+    Sunday's night shift of a night week still ends on the Monday of a week off.
+    """
+
+    rotation: Rotation
+
+    def _has_hours(self) -> bool:
+        return True
+
+    def _hours_on(self, day: date) -> list[tuple[time, time]]:
+        return [
+            (shift.start, shift.end) for shift in self.rotation.week_of(day) if day.isoweekday() in shift.days
+        ]
+
+
+# What an agent works: their own weekly shift, or a shared pattern's rotation.
+Schedule = Shift | Rotation
+
+
 def _union(intervals: list[Interval]) -> list[Interval]:
     merged: list[Interval] = []
     for start, end in sorted(intervals):
@@ -96,36 +174,45 @@ def _clip(intervals: list[Interval], start: datetime, end: datetime) -> list[Int
     return [(max(s, start), min(e, end)) for s, e in intervals if e > start and s < end]
 
 
-def shift_calendar(shift: Shift, timezone: str) -> BusinessCalendar:
+def shift_calendar(schedule: Schedule, timezone: str) -> BusinessCalendar | None:
+    """The schedule as a calendar; None when it never works."""
+    if isinstance(schedule, Rotation):
+        return RotationCalendar(id="rotation", name="rotation", timezone=timezone, rotation=schedule)
+    if not schedule.days:
+        return None
     return BusinessCalendar(
         id="shift",
         name="shift",
         timezone=timezone,
-        hours=[OpeningHours(day=day, start=shift.start, end=shift.end) for day in sorted(set(shift.days))],
+        hours=[
+            OpeningHours(day=day, start=schedule.start, end=schedule.end)
+            for day in sorted(set(schedule.days))
+        ],
     )
 
 
 def shift_windows(
-    shift: Shift, timezone: str, overrides: list[RosterOverrideFields], start: datetime, end: datetime
+    schedule: Schedule, timezone: str, overrides: list[RosterOverrideFields], start: datetime, end: datetime
 ) -> list[Interval]:
     """When the agent is on shift between two instants (UTC, merged)."""
-    base = shift_calendar(shift, timezone).windows(start, end) if shift.days else []
+    calendar = shift_calendar(schedule, timezone)
+    base = calendar.windows(start, end) if calendar else []
     extra = _clip([(o.starts_at, o.ends_at) for o in overrides if o.kind is OverrideKind.EXTRA], start, end)
     off = [(o.starts_at, o.ends_at) for o in overrides if o.kind is OverrideKind.OFF]
     # Time off wins over everything, extra cover included: someone on sick leave takes no tickets.
     return _subtract(_union(base + extra), off)
 
 
-def on_shift(shift: Shift, timezone: str, overrides: list[RosterOverrideFields], at: datetime) -> bool:
-    return bool(shift_windows(shift, timezone, overrides, at, at + timedelta(microseconds=1)))
+def on_shift(schedule: Schedule, timezone: str, overrides: list[RosterOverrideFields], at: datetime) -> bool:
+    return bool(shift_windows(schedule, timezone, overrides, at, at + timedelta(microseconds=1)))
 
 
 def shift_end(
-    shift: Shift, timezone: str, overrides: list[RosterOverrideFields], at: datetime
+    schedule: Schedule, timezone: str, overrides: list[RosterOverrideFields], at: datetime
 ) -> datetime | None:
     """When the stretch of shift covering `at` ends: `at` if off shift, None if it never ends."""
     horizon = at + SHIFT_LOOKAHEAD
-    windows = shift_windows(shift, timezone, overrides, at, horizon)
+    windows = shift_windows(schedule, timezone, overrides, at, horizon)
     if not windows or windows[0][0] > at:
         return at
     end = windows[0][1]

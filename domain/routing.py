@@ -8,7 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from domain.enums import LanguageLevel
-from domain.rosters import RosterOverrideFields, Shift, on_shift, shift_end
+from domain.rosters import RosterOverrideFields, Rotation, Schedule, Shift, on_shift, shift_end
 
 
 class AgentLanguage(BaseModel):
@@ -26,17 +26,22 @@ class Candidate(BaseModel):
     capacity: int
     load: int
     shift: Shift
+    rotation: Rotation | None = None  # a shared shift pattern replaces the agent's own shift
     active: bool = True
     overrides: list[RosterOverrideFields] = Field(default_factory=list)
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.rotation or self.shift
 
     def speaks(self, language: str) -> AgentLanguage | None:
         return next((lang for lang in self.languages if lang.code == language), None)
 
     def on_shift(self, at: datetime) -> bool:
-        return on_shift(self.shift, self.timezone, self.overrides, at)
+        return on_shift(self.schedule, self.timezone, self.overrides, at)
 
     def shift_ends_at(self, at: datetime) -> datetime | None:
-        return shift_end(self.shift, self.timezone, self.overrides, at)
+        return shift_end(self.schedule, self.timezone, self.overrides, at)
 
 
 class LanguageMatch(StrEnum):

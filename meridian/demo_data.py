@@ -1,18 +1,20 @@
 """Demo directory: three regions, a dozen agents with languages, skills and shifts, a few customers.
 
 Loaded by `meridian dev` (idempotently) so a fresh install has someone to route tickets to.
-The shifts cover every hour of every day: day shifts in each region plus weekend and late cover.
+The shifts cover every hour of every day: each region's shared weekday pattern, plus weekend
+and late cover worked as the agents' own shifts.
 """
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import date, time
 
 import asyncpg
 
-from db import directory
+from db import directory, rosters
 from domain.directory import AgentFields, CustomerFields, Region
 from domain.enums import CustomerTier, LanguageLevel
+from domain.rosters import ShiftPatternFields
 from domain.routing import AgentLanguage, Shift
 
 REGIONS = [
@@ -24,6 +26,16 @@ REGIONS = [
 WEEKDAYS = Shift(days=[1, 2, 3, 4, 5], start=time(8), end=time(17))
 EVERY_DAY_ALL_DAY = Shift(days=[1, 2, 3, 4, 5, 6, 7], start=time(0), end=time(0))
 NIGHTS = Shift(days=[1, 2, 3, 4, 5, 6, 7], start=time(17), end=time(8))
+# Each region's weekday agents share one named pattern, so a change of hours is made once.
+SHIFT_PATTERNS = {
+    f"{region.id}-weekdays": ShiftPatternFields(
+        name=f"{region.name} weekdays 08:00-17:00",
+        region_id=region.id,
+        anchor=date(2026, 1, 5),
+        weeks=[[WEEKDAYS]],
+    )
+    for region in REGIONS
+}
 
 N, F = LanguageLevel.NATIVE, LanguageLevel.FLUENT
 ALL_MODULES = ["general", "authentication", "billing", "api", "mobile", "video", "database", "networking"]
@@ -46,6 +58,7 @@ def _agent(
         skills=skills,
         capacity=capacity,
         shift=shift,
+        shift_pattern_id=f"{region}-weekdays" if shift == WEEKDAYS else None,
         roles=list(roles),
     )
 
@@ -156,6 +169,9 @@ async def load_demo_directory(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         for region in REGIONS:
             await directory.upsert_region(conn, region)
+        for pattern_id, pattern in SHIFT_PATTERNS.items():
+            if not await rosters.insert_pattern(conn, pattern_id, pattern):
+                await rosters.update_pattern(conn, pattern_id, pattern)
         for agent_id, fields in AGENTS.items():
             await directory.upsert_agent(conn, agent_id, fields)
         for customer_id, fields in CUSTOMERS.items():

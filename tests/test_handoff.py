@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import time, timedelta
 
 from db import rosters
-from domain.enums import ActorType, TicketStatus
+from domain.enums import ActorType, LanguageLevel, TicketStatus
 from domain.rosters import OverrideKind, RosterOverrideFields, Shift
 from domain.tickets import Actor, CustomerMessage, HandoffAck, HandoffNote, HandoffNoteInput
 from tests import test_ticket_workflow
@@ -147,3 +147,23 @@ async def test_an_agent_going_off_shift_early_hands_over_at_once(desk):
     state = await desk.until(handle, lambda s: s.assignee is not None and s.assignee.id == "bob")
     assert state.handoff.from_agent_id == "alice"
     assert "shift of Alice ends" in (await desk.events(ticket_id, "handed_off"))[0].data["reason"]
+
+
+async def test_the_customer_reads_the_team_change_in_their_own_language(desk):
+    now = await desk.env.get_current_time()
+    japanese = {"ja": LanguageLevel.NATIVE, "en": LanguageLevel.FLUENT}
+    await add_agent(desk.pool, "alice", region="emea", languages=japanese, shift=NO_WEEKLY_SHIFT)
+    await cover(desk.pool, "alice", OverrideKind.EXTRA, now - timedelta(hours=1), now + timedelta(hours=1))
+    await add_agent(desk.pool, "bob", region="apac", languages=japanese)
+    handle, ticket_id, _ = await desk.open(
+        subject="請求書が間違っています", body="先月の請求書の金額が正しくありません。確認してください。"
+    )
+    assert (await desk.state(handle)).language == "ja"
+    await desk.skip(handle, timedelta(minutes=50))
+    (team,) = await desk.events(ticket_id, "team_changed")
+    assert team.internal is False
+    assert team.data == {
+        "region": "apac",
+        "message": "お問い合わせは現在、APACチームが担当しています。",
+        "language": "ja",
+    }

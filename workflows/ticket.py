@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.enums import TicketStatus
     from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE, refuse
     from domain.escalation import Escalation, Recipient
+    from domain.messages import Phrase, say
     from domain.notifications import Notification
     from domain.pages import Page, PageAction, PageChannel
     from domain.routing import LanguageMatch
@@ -93,6 +94,7 @@ WARNING_THRESHOLDS = "sla-warning-thresholds"  # a warning at each configured sh
 ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, then machine translation
 ESCALATION_CHAINS = "escalation-chains"  # a breach starts the priority's escalation chain
 REGIONAL_QUEUES = "regional-queues"  # notifications and pages run on the ticket region's task queue
+LOCALISED_TEAM_CHANGE = "localised-team-change"  # "now with our APAC team" in the customer's language
 PAGE_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "warning"}
 LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
@@ -559,13 +561,14 @@ class TicketWorkflow:
             ack_deadline=now + self.lifecycle.handoff_ack_timeout,
         )
         team = outcome.region_name or receiver.region
+        if workflow.patched(LOCALISED_TEAM_CHANGE):
+            message, language = say(Phrase.TEAM_CHANGED, s.language, team=team)
+        else:
+            message, language = f"Your ticket is now with our {team} team.", "en"
         self._event(
             "team_changed",
             Actor.system(receiver.region),
-            data={
-                "region": receiver.region,
-                "message": f"Your ticket is now with our {team} team.",
-            },
+            data={"region": receiver.region, "message": message, "language": language},
         )
         self._notify("handoff", "agent", receiver.id, handoff_note)
 
