@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
 
-from api import calendars, directory, rosters, tickets
+from api import calendars, directory, problems, rosters, tickets
 from api.errors import ERROR_RESPONSES, invalid_request
 from api.metrics import ApiMetrics
 from db.pool import create_pool
@@ -67,7 +67,7 @@ def create_app(
         return response
 
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (tickets, directory, calendars, rosters):
+    for module in (tickets, directory, calendars, rosters, problems):
         app.include_router(module.router, responses=ERROR_RESPONSES)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)

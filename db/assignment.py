@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from pydantic import BaseModel
 
-from domain.enums import Priority
+from domain.enums import LanguageLevel, Priority
 from domain.rosters import SHIFT_LOOKAHEAD, RosterOverride, Rotation
 from domain.routing import AgentLanguage, Candidate, LanguageMatch, Shift, rank_candidates
 from domain.tickets import AgentRef
@@ -169,7 +169,12 @@ def _ref(candidate: Candidate, at: datetime) -> AgentRef:
         name=candidate.name,
         region=candidate.region,
         shift_ends_at=candidate.shift_ends_at(at),
+        languages=_native_first(candidate.languages),
     )
+
+
+def _native_first(languages: list[AgentLanguage]) -> list[str]:
+    return [lang.code for lang in sorted(languages, key=lambda lang: lang.level is not LanguageLevel.NATIVE)]
 
 
 def _why(candidate: Candidate, language: str, module: str) -> str:
@@ -402,7 +407,7 @@ async def dispatch_queue(
 
 async def stale_offers(conn: asyncpg.Connection, older_than_seconds: float) -> list[Offer]:
     rows = await conn.fetch(
-        """SELECT o.offer_id, o.ticket_id, a.id, a.name, a.region_id
+        """SELECT o.offer_id, o.ticket_id, a.id, a.name, a.region_id, a.languages
            FROM assignment_offers o JOIN agents a ON a.id = o.agent_id
            WHERE o.created_at < now() - make_interval(secs => $1)""",
         older_than_seconds,
@@ -411,7 +416,12 @@ async def stale_offers(conn: asyncpg.Connection, older_than_seconds: float) -> l
         Offer(
             offer_id=str(r["offer_id"]),
             ticket_id=r["ticket_id"],
-            agent=AgentRef(id=r["id"], name=r["name"], region=r["region_id"]),
+            agent=AgentRef(
+                id=r["id"],
+                name=r["name"],
+                region=r["region_id"],
+                languages=_native_first([AgentLanguage(**lang) for lang in r["languages"]]),
+            ),
         )
         for r in rows
     ]

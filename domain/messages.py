@@ -14,6 +14,8 @@ FALLBACK_LANGUAGE = "en"
 
 class Phrase(StrEnum):
     TEAM_CHANGED = "team_changed"
+    SUGGESTED_ARTICLES = "suggested_articles"
+    MACHINE_TRANSLATED = "machine_translated"
 
 
 _CATALOGUE: dict[Phrase, dict[str, str]] = {
@@ -28,6 +30,40 @@ _CATALOGUE: dict[Phrase, dict[str, str]] = {
         "ja": "お問い合わせは現在、{team}チームが担当しています。",
         "zh": "您的工单现在由我们的{team}团队处理。",
         "ko": "고객님의 티켓은 이제 {team} 팀에서 담당합니다.",
+    },
+    Phrase.SUGGESTED_ARTICLES: {
+        "en": "While an engineer looks at your ticket, these articles may already answer it. "
+        "If one solves it, tell us and we will close the ticket.",
+        "es": "Mientras un ingeniero revisa su ticket, estos artículos quizá ya lo resuelvan. "
+        "Si alguno lo soluciona, indíquenoslo y cerraremos el ticket.",
+        "pt": "Enquanto um engenheiro analisa seu chamado, estes artigos talvez já o resolvam. "
+        "Se algum resolver, avise-nos e encerraremos o chamado.",
+        "fr": "Pendant qu'un ingénieur examine votre ticket, ces articles y répondent peut-être déjà. "
+        "Si l'un d'eux résout le problème, dites-le-nous et nous fermerons le ticket.",
+        "de": "Während sich ein Techniker Ihr Ticket ansieht, beantworten diese Artikel es vielleicht "
+        "schon. Wenn einer davon das Problem löst, sagen Sie es uns, und wir schließen das Ticket.",
+        "it": "Mentre un tecnico esamina il suo ticket, questi articoli potrebbero già rispondere. "
+        "Se uno di essi risolve il problema, ce lo dica e chiuderemo il ticket.",
+        "nl": "Terwijl een engineer naar uw ticket kijkt, beantwoorden deze artikelen het misschien al. "
+        "Als een ervan het oplost, laat het ons weten en sluiten we het ticket.",
+        "ja": "エンジニアが確認している間に、こちらの記事で解決できるかもしれません。"
+        "解決した場合はお知らせください。チケットをクローズします。",
+        "zh": "在工程师处理您的工单期间，以下文章或许已经能解答您的问题。"
+        "如果其中一篇解决了问题，请告诉我们，我们会关闭工单。",
+        "ko": "엔지니어가 티켓을 확인하는 동안 아래 문서가 도움이 될 수 있습니다. "
+        "문제가 해결되면 알려 주세요. 티켓을 종료하겠습니다.",
+    },
+    Phrase.MACHINE_TRANSLATED: {
+        "en": "machine-translated",
+        "es": "traducción automática",
+        "pt": "tradução automática",
+        "fr": "traduction automatique",
+        "de": "maschinell übersetzt",
+        "it": "traduzione automatica",
+        "nl": "machinevertaling",
+        "ja": "機械翻訳",
+        "zh": "机器翻译",
+        "ko": "기계 번역",
     },
 }
 

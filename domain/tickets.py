@@ -49,6 +49,9 @@ class AgentRef(BaseModel):
     name: str
     region: str
     shift_ends_at: datetime | None = Field(default=None, description="None: on call without end in sight")
+    languages: list[str] = Field(
+        default_factory=list, description="the languages the agent works in, native first; empty if unknown"
+    )
 
 
 class SlaView(BaseModel):

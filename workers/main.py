@@ -22,11 +22,14 @@ from temporalio.worker import Worker
 from activities.assignment import AssignmentActivities
 from activities.calendars import CalendarActivities
 from activities.channels import ChannelActivities, ChannelSettings
+from activities.embeddings import EmbeddingActivities, EmbeddingSettings, embedder_from_settings
 from activities.escalations import EscalationActivities
 from activities.intake import IntakeActivities
 from activities.language import LanguageDetectorService
 from activities.notifications import NotificationActivities
+from activities.problems import ProblemActivities, TrackerSettings
 from activities.projection import ProjectionActivities
+from activities.translation import TranslationActivities, TranslationSettings, translator_from_settings
 from activities.triage import TriageActivities
 from db import directory
 from db.pool import create_pool
@@ -34,11 +37,12 @@ from domain.directory import regional_task_queue
 from meridian import temporal
 from meridian.settings import Settings
 from workflows.housekeeping import HousekeepingWorkflow
+from workflows.problems import RepeatIssuesWorkflow
 from workflows.ticket import TicketWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [TicketWorkflow, HousekeepingWorkflow]
+WORKFLOWS = [TicketWorkflow, HousekeepingWorkflow, RepeatIssuesWorkflow]
 
 
 @dataclass
@@ -78,6 +82,24 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         notifications,
     )
     escalations = EscalationActivities(deps.pool)
+    problems = ProblemActivities(
+        deps.pool,
+        deps.http,
+        TrackerSettings(**settings.model_dump(include=set(TrackerSettings.model_fields))),
+    )
+    embeddings = EmbeddingActivities(
+        deps.pool,
+        embedder_from_settings(
+            deps.http, EmbeddingSettings(**settings.model_dump(include=set(EmbeddingSettings.model_fields)))
+        ),
+    )
+    translation = TranslationActivities(
+        deps.pool,
+        translator_from_settings(
+            deps.http,
+            TranslationSettings(**settings.model_dump(include=set(TranslationSettings.model_fields))),
+        ),
+    )
     # The central queue serves the regional activities too: a ticket without a region uses it,
     # and so does a regional page that no regional worker picked up in time.
     return [
@@ -96,6 +118,11 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         calendars.current_sla_rules,
         channels.send_page,
         escalations.escalation_recipients,
+        problems.find_repeat_issues,
+        problems.unsent_problems,
+        problems.file_problem,
+        embeddings.embed_translation,
+        translation.translate_text,
     ]
 
 
@@ -160,7 +187,7 @@ async def run_worker(settings: Settings, region: str | None = None) -> None:
     client = await temporal.connect(settings, metrics_runtime(settings.worker_metrics_address))
     if region is None:
         await temporal.ensure_search_attributes(client, settings.temporal_namespace)
-        await temporal.ensure_housekeeping_schedule(client, settings)
+        await temporal.ensure_schedules(client, settings)
     async with worker_dependencies(settings, settings.database_url, warm=region is None) as deps:
         workers = await build_workers(client, deps, settings, region)
         stop = asyncio.Event()

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.escalations import EscalationActivities, RecipientsRequest
     from activities.notifications import NotificationActivities
     from activities.projection import ProjectionActivities
+    from activities.translation import TranslationActivities
     from activities.triage import TriageActivities, TriageRequest
     from domain.directory import regional_task_queue
     from domain.enums import TicketStatus
@@ -71,9 +72,13 @@ with workflow.unsafe.imports_passed_through():
         TicketState,
         TimelineEvent,
     )
+    from domain.translation import TranslationRequest, TranslationResult
     from workflows import search_attributes as sa
 
 DB_TIMEOUT = timedelta(seconds=30)
+# A provider call retries 429/5xx itself for up to ~40 s; two attempts bound what a reply waits.
+TRANSLATION_TIMEOUT = timedelta(seconds=60)
+TRANSLATION_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=2))
 TRIAGE_TIMEOUT = timedelta(seconds=60)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_RETRY = RetryPolicy(
@@ -95,6 +100,7 @@ ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, the
 ESCALATION_CHAINS = "escalation-chains"  # a breach starts the priority's escalation chain
 REGIONAL_QUEUES = "regional-queues"  # notifications and pages run on the ticket region's task queue
 LOCALISED_TEAM_CHANGE = "localised-team-change"  # "now with our APAC team" in the customer's language
+TRANSLATED_CONVERSATION = "translated-conversation"  # machine translation between customer and agent
 PAGE_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "warning"}
 LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
@@ -121,6 +127,17 @@ COUNTED_EVENTS = frozenset(
 )
 # Ask for more business-calendar windows when fewer than this remain ahead.
 CALENDAR_REFRESH_MARGIN = timedelta(days=7)
+
+
+def _about(translated: TranslationResult) -> dict[str, Any]:
+    """What the timeline says of a translation, beside the translated text."""
+    return {
+        "source": translated.source,
+        "target": translated.target,
+        "provider": translated.provider,
+        "machine_translated": translated.machine_translated,
+        "note": translated.note,
+    }
 
 
 @workflow.defn(name="TicketWorkflow")
@@ -796,6 +813,42 @@ class TicketWorkflow:
             "home_region": s.home_region,
         }
 
+    async def _translate(self, text: str, source: str | None, target: str) -> TranslationResult:
+        """A translation, or the original with the reason it is not one: nothing is ever lost."""
+        try:
+            return await workflow.execute_activity_method(
+                TranslationActivities.translate_text,
+                TranslationRequest(text=text, source=source, target=target),
+                start_to_close_timeout=TRANSLATION_TIMEOUT,
+                retry_policy=TRANSLATION_RETRY,
+            )
+        except ActivityError as err:
+            reason = err.cause.message if err.cause is not None else str(err)
+            return TranslationResult(
+                text=text,
+                source=source,
+                target=target,
+                provider="unavailable",
+                machine_translated=False,
+                note=f"translation failed: {reason}",
+            )
+
+    async def _translate_for_agent(self, message: CustomerMessage) -> None:
+        s = self.s
+        assert s.assignee is not None
+        target = s.assignee.languages[0] if s.assignee.languages else "en"
+        translated = await self._translate(message.body, s.language, target)
+        self._event(
+            "message_translated",
+            Actor.system(s.region),
+            internal=True,
+            data={
+                "message_id": message.message_id,
+                "body": translated.text,
+                "translation": _about(translated),
+            },
+        )
+
     def _take(self, agent: AgentRef, reason: str, actor: Actor, machine_translation: bool = False) -> None:
         s = self.s
         previous = s.assignee
@@ -874,6 +927,8 @@ class TicketWorkflow:
             elif s.status is TicketStatus.PENDING_CUSTOMER:
                 self._set_status(TicketStatus.OPEN, message.actor, "customer replied")
             if s.assignee is not None and s.status in OPEN_STATES:
+                if s.machine_translation and workflow.patched(TRANSLATED_CONVERSATION):
+                    await self._translate_for_agent(message)
                 self._notify("customer_message", "agent", s.assignee.id, {"message_id": message.message_id})
 
     @workflow.signal(name=OFFER_SIGNAL)
@@ -886,17 +941,27 @@ class TicketWorkflow:
             if reply.reply_id in self.s.recent_replies:  # a retry, maybe into a continued run
                 return ReplyAccepted(seq=self.s.recent_replies[reply.reply_id], first_response=False)
             self._check_reply(reply)
-            s, now = self.s, workflow.now()
+            s = self.s
+            data: dict[str, Any] = {
+                "reply_id": reply.reply_id,
+                "body": reply.body,
+                "agent_id": reply.agent.id,
+                "agent_name": reply.agent.name,
+            }
+            if not reply.internal and s.machine_translation and workflow.patched(TRANSLATED_CONVERSATION):
+                # The customer reads their language; the agent's own words stay on the event.
+                translated = await self._translate(reply.body, None, s.language or "en")
+                data |= {
+                    "body": translated.text,
+                    "original_body": reply.body,
+                    "translation": _about(translated),
+                }
+            now = workflow.now()
             seq = self._event(
                 "internal_note" if reply.internal else "agent_reply",
                 reply.actor,
                 internal=reply.internal,
-                data={
-                    "reply_id": reply.reply_id,
-                    "body": reply.body,
-                    "agent_id": reply.agent.id,
-                    "agent_name": reply.agent.name,
-                },
+                data=data,
             )
             first = False
             if not reply.internal:
@@ -983,7 +1048,10 @@ class TicketWorkflow:
                 raise _refusal_from(err) from None
             if dispatch_outside and self.s.assignee is not None:
                 self._dispatch_queue_soon()  # the previous assignee has room now
-            self._take(agent, request.reason or "assigned by hand", request.actor)
+            needs_translation = False
+            if agent.languages and self.s.language and workflow.patched(TRANSLATED_CONVERSATION):
+                needs_translation = self.s.language not in agent.languages
+            self._take(agent, request.reason or "assigned by hand", request.actor, needs_translation)
             await self._flush()
             return agent
 
