@@ -312,3 +312,13 @@ class EmbeddingActivities:
                 non_retryable=True,
             )
         return result
+
+    @activity.defn(name="embed_pending_translations")
+    async def embed_pending_translations(self, limit: int) -> int:
+        """The sweep behind publishing: translations whose chunks are missing, stale or another
+        model's (the publishing workflow could not start, or the model changed). Returns how many."""
+        async with self.pool.acquire() as conn:
+            pending = await kb.translations_to_embed(conn, self.embedder.name, limit)
+        for translation_id in pending:
+            await self.embed_translation(EmbedTranslationRequest(translation_id=translation_id))
+        return len(pending)

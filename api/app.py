@@ -7,13 +7,16 @@ import time
 from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
 
-from api import calendars, directory, problems, rosters, tickets
+from activities.embeddings import EmbeddingSettings, embedder_from_settings
+from activities.translation import TranslationService, TranslationSettings, translator_from_settings
+from api import calendars, directory, kb, problems, rosters, tickets
 from api.errors import ERROR_RESPONSES, invalid_request
 from api.metrics import ApiMetrics
 from db.pool import create_pool
@@ -36,11 +39,17 @@ def create_app(
         app.state.settings = settings
         app.state.pool = pool or owned_pool
         app.state.client = client or await temporal.connect(settings)
-        try:
-            yield
-        finally:
-            if owned_pool is not None:
-                await owned_pool.close()
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
+            # Search embeds each query here; the model loads on the first search, not at start.
+            app.state.embedder = embedder_from_settings(http, settings.section(EmbeddingSettings))
+            app.state.translation = TranslationService(
+                app.state.pool, translator_from_settings(http, settings.section(TranslationSettings))
+            )
+            try:
+                yield
+            finally:
+                if owned_pool is not None:
+                    await owned_pool.close()
 
     app = FastAPI(
         title="Meridian",
@@ -67,7 +76,7 @@ def create_app(
         return response
 
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (tickets, directory, calendars, rosters, problems):
+    for module in (tickets, directory, calendars, rosters, problems, kb):
         app.include_router(module.router, responses=ERROR_RESPONSES)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)

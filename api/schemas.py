@@ -102,6 +102,24 @@ class ReplyOut(BaseModel):
 
 class ResolveBody(BaseModel):
     resolution: PlainText | None = Field(default=None, max_length=MAX_BODY_CHARS)
+    article_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**63 - 1,
+        description="the article that answers it; without one, a draft is made",
+    )
+
+
+class TicketLink(BaseModel):
+    ticket_id: int
+    kind: str
+    similarity: float
+    subject: str
+    status: str
+
+
+class SolvedBody(BaseModel):
+    article_id: int = Field(ge=1, le=2**63 - 1, description="one of the articles suggested on the ticket")
 
 
 class ReopenBody(BaseModel):

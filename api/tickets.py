@@ -29,13 +29,15 @@ from api.schemas import (
     ReplyCreate,
     ReplyOut,
     ResolveBody,
+    SolvedBody,
     StatusBody,
     TicketCreate,
+    TicketLink,
     TicketOut,
     TicketPage,
     Timeline,
 )
-from db import directory, tickets
+from db import directory, kb, problems, tickets
 from db.tickets import IdempotencyConflict, TicketFilters
 from domain.directory import IDENT, LANGUAGE_CODE, SLUG
 from domain.enums import ActorType, Priority, Role, TicketStatus
@@ -57,6 +59,7 @@ from domain.tickets import (
     ReopenRequest,
     ReplyAccepted,
     ResolveRequest,
+    SelfServiceRequest,
     StatusChange,
     Survey,
     TicketInput,
@@ -311,10 +314,43 @@ async def resolve(
 ) -> TicketOut:
     await _open_ticket(request, principal, ticket_id)
     actor = await actor_for(request, principal)
+    if body.article_id is not None:
+        async with _pool(request).acquire() as conn:
+            if await kb.get_article(conn, body.article_id) is None:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no article {body.article_id}")
+    resolution = ResolveRequest(resolution=body.resolution, article_id=body.article_id, actor=actor)
+    await _update(request, ticket_id, "resolve", resolution, TicketStatus)
+    return await _changed(request, ticket_id)
+
+
+@router.post("/{ticket_id}/solved-by-article", response_model=TicketOut)
+async def solved_by_article(
+    ticket_id: TicketId,
+    body: SolvedBody,
+    request: Request,
+    principal: Principal = Depends(require(Role.CUSTOMER)),
+) -> TicketOut:
+    """ "This solved it": the customer closes the loop on a suggested article (self-service)."""
+    await _open_ticket(request, principal, ticket_id)
+    actor = await actor_for(request, principal)
     await _update(
-        request, ticket_id, "resolve", ResolveRequest(resolution=body.resolution, actor=actor), TicketStatus
+        request,
+        ticket_id,
+        "solved_by_article",
+        SelfServiceRequest(article_id=body.article_id, actor=actor),
+        TicketStatus,
     )
     return await _changed(request, ticket_id)
+
+
+@router.get("/{ticket_id}/links", response_model=list[TicketLink])
+async def ticket_links(
+    ticket_id: TicketId, request: Request, principal: Principal = Depends(require(*STAFF))
+) -> list[TicketLink]:
+    """Possible duplicates: open tickets of the same customer that say the same thing."""
+    await _visible_ticket(request, principal, ticket_id)
+    async with _pool(request).acquire() as conn:
+        return [TicketLink(**link) for link in await problems.linked_tickets(conn, ticket_id)]
 
 
 @router.post("/{ticket_id}/reopen", response_model=TicketOut)

@@ -8,11 +8,16 @@ reads published translations of published articles only.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import asyncpg
 
 from domain.kb import (
+    CJK_LANGUAGES,
+    CJK_MIN_COVERAGE,
+    MAX_QUERY_LEXEMES,
+    MIN_COVERAGE,
     ChunkDraft,
     InvalidKbTransition,
     KbArticle,
@@ -23,19 +28,34 @@ from domain.kb import (
     SearchHit,
     SearchResult,
     allowed_from,
+    any_lexeme_query,
+    base_language,
+    content_lexemes,
     index_text,
+    language_lexeme,
+    match_query,
     reciprocal_rank_fusion,
+    selective_lexemes,
     snippet,
     text_search_config,
-    tsquery_text,
 )
 
 # How many translations each method hands to the fusion: RRF only reorders what either found.
-CANDIDATES = 40
-# Share of a query's words a chunk must hold to count as a full-text match (see search_fulltext).
-MIN_COVERAGE = 0.5
+CANDIDATES = 30
+# Chunks fetched per translation wanted: a translation's chunks often rank next to each other.
+# Kept low for vectors, where a filtered HNSW scan costs time in proportion to the rows it returns.
+FULLTEXT_CHUNKS_PER_TRANSLATION = 4
+VECTOR_CHUNKS_PER_TRANSLATION = 2
 # HNSW candidate list per scan; pgvector's default of 40 misses neighbours once filters apply.
 EF_SEARCH = 100
+# A lexeme in more than this share of all chunks is not used to select them (see
+# selective_lexemes). Below COMMON_MIN_CHUNKS chunks matching is cheap anyway, and statistics of a
+# few rows would call ordinary words common. PostgreSQL's ANALYZE statistics of kb_chunks.tsv
+# provide the shares; they are read again every COMMON_TTL seconds.
+COMMON_SHARE = 0.05
+COMMON_MIN_CHUNKS = 20_000
+COMMON_TTL = 600.0
+_common: tuple[float, dict[str, float]] | None = None
 # asyncpg prepares every statement; after a few runs PostgreSQL may switch to a generic plan, which
 # cannot see the LIMIT or which filters are NULL and scans every chunk (30x slower, measured).
 _CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
@@ -258,6 +278,7 @@ async def replace_chunks(
     if embeddings is not None and (len(embeddings) != len(chunks) or not embedding_model):
         raise ValueError("one embedding per chunk, and the model that made them, are required")
     config = text_search_config(language)
+    marker = language_lexeme(language)
     async with conn.transaction():
         # Serialises runs for one translation, so the version check below cannot race.
         await conn.execute("SELECT 1 FROM kb_translations WHERE id = $1 FOR UPDATE", translation_id)
@@ -272,7 +293,8 @@ async def replace_chunks(
                                       embedding, embedding_model)
                VALUES ($1, $2, $3, $4, $5,
                        setweight(to_tsvector($6::text::regconfig, $7), 'A')
-                         || setweight(to_tsvector($6::text::regconfig, $8), 'B'),
+                         || setweight(to_tsvector($6::text::regconfig, $8), 'B')
+                         || array_to_tsvector(ARRAY[$11]),
                        $9::text::vector, $10)""",
             [
                 (
@@ -286,6 +308,7 @@ async def replace_chunks(
                     chunk.index_text,
                     vector_literal(embeddings[n]) if embeddings is not None else None,
                     embedding_model if embeddings is not None else None,
+                    marker,
                 )
                 for n, chunk in enumerate(chunks)
             ],
@@ -341,6 +364,33 @@ def _best_per_translation(rows: Sequence[asyncpg.Record], limit: int) -> list[Se
     return sorted(hits.values(), key=lambda h: h.score, reverse=True)[:limit]
 
 
+async def common_lexemes(conn: asyncpg.Connection) -> dict[str, float]:
+    """Lexemes in more than COMMON_SHARE of the chunks, with their share (cached per process)."""
+    global _common
+    now = time.monotonic()
+    if _common is None or now - _common[0] > COMMON_TTL:
+        row = await conn.fetchrow(
+            """SELECT c.reltuples, s.most_common_elems::text::text[] AS lexemes,
+                      s.most_common_elem_freqs AS shares
+               FROM pg_class c
+               LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = 'kb_chunks'
+                                   AND s.attname = 'tsv'
+               WHERE c.oid = 'kb_chunks'::regclass"""
+        )
+        common: dict[str, float] = {}
+        if row is not None and row["reltuples"] >= COMMON_MIN_CHUNKS and row["lexemes"]:
+            # The shares array ends with three summary numbers, which zip() leaves out.
+            common = {x: f for x, f in zip(row["lexemes"], row["shares"], strict=False) if f > COMMON_SHARE}
+        _common = (now, common)
+    return _common[1]
+
+
+def forget_common_lexemes() -> None:
+    """Read the statistics again on the next search (after a bulk load and ANALYZE)."""
+    global _common
+    _common = None
+
+
 async def search_fulltext(
     conn: asyncpg.Connection,
     query: str,
@@ -348,40 +398,39 @@ async def search_fulltext(
     *,
     module: str | None = None,
     limit: int = CANDIDATES,
-    min_coverage: float = MIN_COVERAGE,
+    min_coverage: float | None = None,
 ) -> list[SearchHit]:
     """Translations in `lang` ranked by ts_rank of their best chunk, with `lang`'s configuration.
 
-    Terms are OR'd, so a chunk sharing one common word with a long question matches too; only
-    chunks holding at least `min_coverage` of the query's distinct lexemes (after stemming and
-    stop words) count as found.
+    A chunk is found when it holds half of the query's lexemes (after stemming and stop words; a
+    third for CJK bigrams): support questions are long and worded unlike the article, so requiring
+    every word finds too little, while any single shared word finds noise.
     """
-    source = tsquery_text(query)
-    if source is None:
-        return []
+    if min_coverage is None:
+        min_coverage = CJK_MIN_COVERAGE if base_language(lang) in CJK_LANGUAGES else MIN_COVERAGE
     async with conn.transaction():
         await conn.execute(_CUSTOM_PLANS)
         rows = await conn.fetch(
-            f"""WITH q AS (SELECT to_tsquery($1::text::regconfig, $2) AS q,
-                                  tsvector_to_array(to_tsvector($1::text::regconfig, $3)) AS lexemes)
-                SELECT article_id, translation_id, language, chunk_index, score
-                FROM q, (SELECT t.article_id, c.translation_id, c.language, c.chunk_index, c.tsv,
-                                ts_rank(c.tsv, q.q) AS score
-                         FROM q, kb_chunks c
-                         {_published("$5")}
-                           AND c.language = $4 AND c.tsv @@ q.q
-                         ORDER BY score DESC LIMIT $6) AS ranked
-                WHERE cardinality(ARRAY(SELECT unnest(tsvector_to_array(ranked.tsv))
-                                        INTERSECT SELECT unnest(q.lexemes)))
-                      >= ceil(cardinality(q.lexemes) * $7::float8)
-                ORDER BY score DESC""",
+            "SELECT lexeme FROM unnest(to_tsvector($1::text::regconfig, $2)) ORDER BY positions[1]",
             text_search_config(lang),
-            source,
             index_text(query),
+        )
+        lexemes = content_lexemes([r["lexeme"] for r in rows], lang)[:MAX_QUERY_LEXEMES]
+        if not lexemes:
+            return []
+        selective, required = selective_lexemes(lexemes, await common_lexemes(conn))
+        rows = await conn.fetch(
+            f"""SELECT t.article_id, c.translation_id, c.language, c.chunk_index,
+                       ts_rank(c.tsv, $2::tsquery) AS score
+                FROM kb_chunks c
+                {_published("$4")}
+                  AND c.tsv @@ $1::tsquery AND c.language = $3
+                ORDER BY score DESC LIMIT $5""",
+            match_query(selective, lang, required or min_coverage),
+            any_lexeme_query(lexemes),
             lang,
             module,
-            limit * 4,
-            min_coverage,
+            limit * FULLTEXT_CHUNKS_PER_TRANSLATION,
         )
     return _best_per_translation(rows, limit)
 
@@ -416,7 +465,7 @@ async def search_vector(
             vector_literal(embedding),
             embedding_model,
             module,
-            limit * 3,
+            limit * VECTOR_CHUNKS_PER_TRANSLATION,
         )
     return _best_per_translation(rows, limit)
 
@@ -454,6 +503,9 @@ async def search(
 
     text_hits, vector_hits = await asyncio.gather(fulltext(), vector())
     text_articles, vector_articles = set(_articles(text_hits)), set(_articles(vector_hits))
+    nearest: dict[int, float] = {}
+    for hit in vector_hits:
+        nearest[hit.article_id] = max(nearest.get(hit.article_id, -1.0), hit.score)
     fused = reciprocal_rank_fusion([_articles(text_hits), _articles(vector_hits)])[:limit]
     if not fused:
         return []
@@ -461,7 +513,8 @@ async def search(
     quote: dict[int, int] = {}
     for hit in [*text_hits, *vector_hits]:
         quote.setdefault(hit.translation_id, hit.chunk_index)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_CUSTOM_PLANS)
         rows = await conn.fetch(
             """WITH shown AS (
                    SELECT DISTINCT ON (t.article_id) t.*, a.module
@@ -500,8 +553,42 @@ async def search(
                     for method, found in (("fulltext", text_articles), ("vector", vector_articles))
                     if article_id in found
                 ],
+                similarity=round(nearest[article_id], 4) if article_id in nearest else None,
                 machine_translated=row["machine_translated"],
                 outdated=row["outdated"],
             )
         )
     return results
+
+
+async def list_articles(
+    conn: asyncpg.Connection,
+    *,
+    status: KbStatus | None = None,
+    module: str | None = None,
+    outdated: bool | None = None,
+    reviewer_id: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+) -> list[KbArticleDetail]:
+    """Newest first; `outdated` keeps articles with (or without) an outdated translation,
+    `reviewer_id` those with a translation waiting for that reviewer."""
+    rows = await conn.fetch(
+        """SELECT a.id FROM kb_articles a
+           WHERE ($1::text IS NULL OR a.status = $1) AND ($2::text IS NULL OR a.module = $2)
+             AND ($3::boolean IS NULL OR EXISTS (
+                    SELECT 1 FROM kb_translations t WHERE t.article_id = a.id AND t.outdated) = $3)
+             AND ($4::text IS NULL OR EXISTS (
+                    SELECT 1 FROM kb_translations t WHERE t.article_id = a.id AND t.reviewer_id = $4
+                    AND t.status = 'in_review'))
+             AND ($6::bigint IS NULL OR a.id < $6)
+           ORDER BY a.id DESC LIMIT $5""",
+        status.value if status else None,
+        module,
+        outdated,
+        reviewer_id,
+        limit,
+        before_id,
+    )
+    articles = [await get_article(conn, r["id"]) for r in rows]
+    return [a for a in articles if a is not None]

@@ -3,16 +3,19 @@
 Full-text search runs in PostgreSQL with each language's text-search configuration, but the text
 is prepared here first, the same way for documents and queries: Latin accents are folded (so
 "contrasena" finds "contraseña"), and Chinese, Japanese and Korean runs become overlapping
-character bigrams, which the `simple` configuration indexes as they are. Ranked lists from full
-text and from vectors are merged by reciprocal-rank fusion.
+character bigrams, which the `simple` configuration indexes as they are. A full-text match must
+hold about half of the query's lexemes, written out as a tsquery the GIN index can answer alone.
+Ranked lists from full text and from vectors are merged by reciprocal-rank fusion.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
+from itertools import combinations
 from typing import TypeVar
 
 from pydantic import BaseModel, Field
@@ -23,6 +26,13 @@ from domain.triage import fold
 # outweigh a document both lists found (Cormack et al. use 60 too).
 RRF_K = 60
 CHUNK_TOKENS = 200
+# Full text matches chunks holding half of a query's lexemes (a third for CJK, whose bigrams
+# across word boundaries are noise); the query is written as the OR of those combinations, kept
+# to at most MAX_COMBINATIONS by using only the first MAX_QUERY_LEXEMES and, if need be, fewer.
+MIN_COVERAGE = 0.5
+CJK_MIN_COVERAGE = 0.34
+MAX_QUERY_LEXEMES = 16
+MAX_COMBINATIONS = 120
 
 SIMPLE_CONFIG = "simple"
 CJK_LANGUAGES = frozenset({"zh", "ja", "ko"})
@@ -174,6 +184,7 @@ class SearchResult(BaseModel):
     snippet: str
     score: float
     matched: list[str]  # "fulltext", "vector"
+    similarity: float | None = None  # cosine similarity of the article's nearest chunk to the query
     machine_translated: bool
     outdated: bool
 
@@ -219,19 +230,75 @@ def query_terms(query: str) -> list[str]:
     return list(dict.fromkeys(terms))
 
 
-def tsquery_text(query: str) -> str | None:
-    """A to_tsquery() source matching any term, or None when the query has no searchable term.
+def _quoted(lexeme: str) -> str:
+    """A lexeme as a tsquery operand, taken as it is (no second normalisation)."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
-    Terms are OR'd: support questions are long and worded differently from the article, so
-    requiring every word finds too little (db/kb.py then drops chunks holding too few of them
-    and ranks the rest with ts_rank). Each term is quoted (the words hold
-    only letters, digits and underscores, so nothing needs escaping); to_tsquery still stems it
-    and drops stop words with the language's configuration.
+
+_HIRAGANA_ONLY = re.compile("[\u3040-\u309f]+")
+# Bigrams of grammar rather than content (endings, particles, question words), which a query
+# shares with nearly every document of its language.
+CJK_STOP_BIGRAMS = frozenset(
+    "怎么 么办 什么 为什 如何 的是 是不 可以 一下 我的 我们 你们 了吗 不了 没有 有没 "
+    "니다 습니 합니 됩니 어요 해요 세요 나요 까요 있습 없습 에서 으로 하는 하고 하면 해서 "
+    "할수 수없 은데 는데 이에 에게 했는 하기".split()
+)
+
+
+def content_lexemes(lexemes: Sequence[str], language: str) -> list[str]:
+    """Drops CJK query bigrams that carry grammar, not meaning: Japanese ones written only in
+    hiragana (particles, verb endings) and a few common Chinese and Korean ones. A query made
+    only of those keeps them all."""
+    if base_language(language) not in CJK_LANGUAGES:
+        return list(lexemes)
+    kept = [
+        x for x in lexemes if x not in CJK_STOP_BIGRAMS and not (len(x) == 2 and _HIRAGANA_ONLY.fullmatch(x))
+    ]
+    return kept or list(lexemes)
+
+
+def selective_lexemes(lexemes: Sequence[str], common: dict[str, float]) -> tuple[list[str], float | None]:
+    """The lexemes worth matching on, and the coverage to require of them (None: the default).
+
+    A lexeme found in a large share of all chunks (`common`, lexeme -> share) selects nothing but
+    makes the index walk its whole posting list; it still counts when ranking. A query made only
+    of common lexemes must hold the two rarest of them.
     """
-    terms = query_terms(query)
-    if not terms:
-        return None
-    return " | ".join(f"'{term}'" for term in terms)
+    rare = [x for x in lexemes if x not in common]
+    if rare:
+        return rare, None
+    return sorted(lexemes, key=lambda x: common[x])[:2], 1.0
+
+
+def language_lexeme(language: str) -> str:
+    """A lexeme every chunk of `language` carries: the GIN index then filters by language itself.
+    It holds a space, which no word the parser produces can."""
+    return f"language {language}"
+
+
+def any_lexeme_query(lexemes: Sequence[str]) -> str:
+    """tsquery source matching any lexeme: what ts_rank scores (for CJK, the OR of bigrams)."""
+    return " | ".join(_quoted(x) for x in lexemes)
+
+
+def lexemes_needed(count: int, coverage: float) -> int:
+    """How many of a query's lexemes a chunk must hold: `coverage` of them, but fewer for a long
+    query, whose every-combination query would otherwise grow past MAX_COMBINATIONS."""
+    needed = max(1, math.ceil(count * coverage))
+    while needed > 1 and math.comb(count, needed) > MAX_COMBINATIONS:
+        needed -= 1
+    return needed
+
+
+def match_query(lexemes: Sequence[str], language: str, coverage: float) -> str:
+    """tsquery source for chunks in `language` holding `lexemes_needed` of the lexemes.
+
+    Written out as the OR of every such combination, so the GIN index does all the filtering:
+    with a plain OR, a question mentioning "data" or "account" hands ts_rank thousands of chunks.
+    """
+    needed = lexemes_needed(len(lexemes), coverage)
+    combos = " | ".join(" & ".join(_quoted(x) for x in combo) for combo in combinations(lexemes, needed))
+    return f"{_quoted(language_lexeme(language))} & ({combos})"
 
 
 # --- chunking ---------------------------------------------------------------------------------

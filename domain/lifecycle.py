@@ -28,3 +28,5 @@ class LifecyclePolicy(BaseModel):
     fluent_wait: timedelta = timedelta(minutes=10)
     # A region's notifications wait this long for its regional worker, then go through the central one.
     regional_pickup_timeout: timedelta = timedelta(minutes=2)
+    # A ticket resolved without a linked article drafts one for review.
+    draft_articles: bool = True

@@ -130,6 +130,7 @@ class TicketState(BaseModel):
     escalation_policies: dict[Priority, EscalationPolicy] = Field(default_factory=dict)
     escalation: Escalation | None = None
     machine_translation: bool = False
+    suggested_articles: list[int] = Field(default_factory=list, description="shown to the customer at triage")
     next_seq: int = 1
     revision: int = 0
     recent_message_ids: list[str] = Field(default_factory=list)
@@ -224,6 +225,16 @@ class PriorityChange(BaseModel):
 
 class ResolveRequest(BaseModel):
     resolution: str | None = Field(default=None, max_length=MAX_BODY_CHARS)
+    article_id: int | None = Field(
+        default=None, ge=1, description="the knowledge-base article that answers it"
+    )
+    actor: Actor
+
+
+class SelfServiceRequest(BaseModel):
+    """The customer says a suggested article solved it: resolved as self-service (deflection)."""
+
+    article_id: int = Field(ge=1)
     actor: Actor
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.lifecycle import LifecyclePolicy
 from domain.problems import RepeatIssueRules
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 class Settings(BaseSettings):
@@ -59,6 +61,13 @@ class Settings(BaseSettings):
     embeddings_model: str = "intfloat/multilingual-e5-small"
     embeddings_api_key: str | None = None
 
+    # Knowledge base for tickets: how many articles a new ticket is shown, how close an article's
+    # text must be without a full-text match, and how close two open tickets are to be duplicates.
+    kb_suggestions: int = 3
+    kb_suggestion_similarity: float = 0.84
+    duplicate_similarity: float = 0.93
+    kb_draft_from_tickets: bool = True  # resolved tickets without a linked article draft one
+
     # Repeat issues: how often resolved tickets are grouped, and where problems are filed
     # (a server speaking Jira's REST API v2; unset keeps problems in Meridian only).
     repeat_issue_every: timedelta = timedelta(hours=1)
@@ -88,6 +97,10 @@ class Settings(BaseSettings):
 
     languages: list[str] = ["en", "es", "pt", "fr", "de", "zh", "ja", "ko"]
 
+    def section(self, model: type[SectionT]) -> SectionT:
+        """The settings one component needs, as its own model (fields of the same names)."""
+        return model(**self.model_dump(include=set(model.model_fields)))
+
     def repeat_issue_rules(self) -> RepeatIssueRules:
         return RepeatIssueRules(
             window=self.repeat_issue_window,
@@ -108,6 +121,7 @@ class Settings(BaseSettings):
             native_wait=self.native_wait,
             fluent_wait=self.fluent_wait,
             regional_pickup_timeout=self.regional_pickup_timeout,
+            draft_articles=self.kb_draft_from_tickets,
         )
 
 

@@ -39,16 +39,21 @@ from db import kb
 from domain.kb import (
     InvalidKbTransition,
     KbStatus,
+    any_lexeme_query,
     chunk_text,
     cjk_bigrams,
+    content_lexemes,
     count_tokens,
     index_text,
+    language_lexeme,
+    lexemes_needed,
+    match_query,
     prepare_chunks,
     query_terms,
     reciprocal_rank_fusion,
+    selective_lexemes,
     snippet,
     text_search_config,
-    tsquery_text,
 )
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -183,11 +188,43 @@ def test_cjk_runs_become_overlapping_bigrams() -> None:
     assert query_terms("iOS 17 上 SDK 崩溃 求助") == ["ios", "17", "上", "sdk", "崩溃", "求助"]
 
 
-def test_query_terms_are_or_ed_and_quoted() -> None:
-    assert tsquery_text("How do I reset my PASSWORD?") == "'how' | 'do' | 'i' | 'reset' | 'my' | 'password'"
-    assert tsquery_text("密码重置") == "'密码' | '码重' | '重置'"
-    assert tsquery_text("it's") == "'it' | 's'"
-    assert tsquery_text("?!  ...") is None
+def test_fulltext_queries_match_half_of_the_lexemes_in_the_language() -> None:
+    assert any_lexeme_query(["密码", "码重", "重置"]) == "'密码' | '码重' | '重置'"  # CJK: OR of bigrams
+    assert any_lexeme_query(["it's", "back\\slash"]) == "'it''s' | 'back\\\\slash'"
+    assert match_query(["reset", "password", "link"], "en", 0.5) == (
+        "'language en' & ('reset' & 'password' | 'reset' & 'link' | 'password' & 'link')"
+    )
+    assert match_query(["sdk"], "en", 0.5) == "'language en' & ('sdk')"
+    assert [lexemes_needed(n, 0.5) for n in (1, 2, 3, 4, 6, 7, 8, 10, 16)] == [1, 1, 2, 2, 3, 4, 4, 3, 2]
+    assert [lexemes_needed(n, 0.34) for n in (3, 6, 9)] == [2, 3, 3]
+    assert language_lexeme("pt-BR") == "language pt-BR"
+
+
+def test_common_lexemes_rank_but_do_not_select() -> None:
+    common = {"use": 0.3, "api": 0.2, "app": 0.1}
+    assert selective_lexemes(["use", "api", "key", "rotat"], common) == (["key", "rotat"], None)
+    # Only common words: both of the two rarest must be there.
+    assert selective_lexemes(["use", "api", "app"], common) == (["app", "api"], 1.0)
+    assert selective_lexemes(["key"], {}) == (["key"], None)
+
+
+def test_grammar_bigrams_of_cjk_queries_are_dropped() -> None:
+    # Hiragana-only bigrams (を, ました) carry grammar; a mixed one (を忘) stays.
+    assert content_lexemes(["パス", "ワー", "ドを", "を忘", "忘れ", "れま", "まし", "した"], "ja") == [
+        "パス",
+        "ワー",
+        "ドを",
+        "を忘",
+        "忘れ",
+    ]
+    assert content_lexemes(["비밀", "밀번", "번호", "어요"], "ko") == ["비밀", "밀번", "번호"]
+    assert content_lexemes(["怎么", "么办"], "zh") == ["怎么", "么办"]  # nothing else left: kept
+    assert content_lexemes(["make", "it"], "en") == ["make", "it"]
+
+
+async def test_a_small_knowledge_base_has_no_common_lexemes(kbdb: asyncpg.Pool) -> None:
+    async with kbdb.acquire() as conn:
+        assert await kb.common_lexemes(conn) == {}
 
 
 def test_chunks_keep_sentences_whole_and_stay_near_200_tokens() -> None:
@@ -434,7 +471,7 @@ async def test_a_chunk_sharing_few_of_the_query_words_is_not_a_fulltext_match(
     assert await fulltext_ids(kbdb, query, "en") == []
     async with kbdb.acquire() as conn:
         loose = await kb.search_fulltext(conn, query, "en", min_coverage=0)
-    assert {h.article_id for h in loose} == {c["password"], c["invoice"], c["buffering"]}
+    assert {h.article_id for h in loose} == {c["password"], c["invoice"], c["buffering"], c["certificate"]}
 
 
 # --- hybrid and cross-lingual search ----------------------------------------------------------

@@ -783,7 +783,7 @@ def test_settings_read_the_environment(monkeypatch):
     monkeypatch.setenv("MERIDIAN_DEEPL_AUTH_KEY", DEEPL_KEY)
     monkeypatch.setenv("MERIDIAN_TRANSLATION_TIMEOUT", "4.5")
     settings = Settings()
-    picked = TranslationSettings(**settings.model_dump(include=set(TranslationSettings.model_fields)))
+    picked = settings.section(TranslationSettings)
     assert (picked.translation_provider, picked.deepl_auth_key, picked.translation_timeout) == (
         "deepl",
         DEEPL_KEY,

@@ -25,6 +25,7 @@ from activities.channels import ChannelActivities, ChannelSettings
 from activities.embeddings import EmbeddingActivities, EmbeddingSettings, embedder_from_settings
 from activities.escalations import EscalationActivities
 from activities.intake import IntakeActivities
+from activities.knowledge import KnowledgeActivities, KnowledgeSettings
 from activities.language import LanguageDetectorService
 from activities.notifications import NotificationActivities
 from activities.problems import ProblemActivities, TrackerSettings
@@ -37,12 +38,19 @@ from domain.directory import regional_task_queue
 from meridian import temporal
 from meridian.settings import Settings
 from workflows.housekeeping import HousekeepingWorkflow
+from workflows.knowledge import ArticleFromTicketWorkflow, PublishTranslationWorkflow
 from workflows.problems import RepeatIssuesWorkflow
 from workflows.ticket import TicketWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [TicketWorkflow, HousekeepingWorkflow, RepeatIssuesWorkflow]
+WORKFLOWS = [
+    TicketWorkflow,
+    HousekeepingWorkflow,
+    RepeatIssuesWorkflow,
+    ArticleFromTicketWorkflow,
+    PublishTranslationWorkflow,
+]
 
 
 @dataclass
@@ -60,7 +68,7 @@ def regional_activities_for(deps: WorkerDependencies, settings: Settings) -> lis
     channels = ChannelActivities(
         deps.pool,
         deps.http,
-        ChannelSettings(**settings.model_dump(include=set(ChannelSettings.model_fields))),
+        settings.section(ChannelSettings),
         notifications,
     )
     return [notifications.deliver_notification, channels.send_page]
@@ -78,27 +86,18 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
     channels = ChannelActivities(
         deps.pool,
         deps.http,
-        ChannelSettings(**settings.model_dump(include=set(ChannelSettings.model_fields))),
+        settings.section(ChannelSettings),
         notifications,
     )
     escalations = EscalationActivities(deps.pool)
-    problems = ProblemActivities(
-        deps.pool,
-        deps.http,
-        TrackerSettings(**settings.model_dump(include=set(TrackerSettings.model_fields))),
-    )
-    embeddings = EmbeddingActivities(
-        deps.pool,
-        embedder_from_settings(
-            deps.http, EmbeddingSettings(**settings.model_dump(include=set(EmbeddingSettings.model_fields)))
-        ),
-    )
+    problems = ProblemActivities(deps.pool, deps.http, settings.section(TrackerSettings))
+    embedder = embedder_from_settings(deps.http, settings.section(EmbeddingSettings))
+    embeddings = EmbeddingActivities(deps.pool, embedder)
     translation = TranslationActivities(
-        deps.pool,
-        translator_from_settings(
-            deps.http,
-            TranslationSettings(**settings.model_dump(include=set(TranslationSettings.model_fields))),
-        ),
+        deps.pool, translator_from_settings(deps.http, settings.section(TranslationSettings))
+    )
+    knowledge = KnowledgeActivities(
+        deps.pool, embedder, translation.service, settings.section(KnowledgeSettings)
     )
     # The central queue serves the regional activities too: a ticket without a region uses it,
     # and so does a regional page that no regional worker picked up in time.
@@ -122,7 +121,11 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         problems.unsent_problems,
         problems.file_problem,
         embeddings.embed_translation,
+        embeddings.embed_pending_translations,
         translation.translate_text,
+        knowledge.ticket_insights,
+        knowledge.draft_article_from_ticket,
+        knowledge.open_machine_translations,
     ]
 
 

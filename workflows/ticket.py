@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.calendars import CalendarActivities, CalendarWindowsRequest, SlaRulesRequest
     from activities.channels import ChannelActivities
     from activities.escalations import EscalationActivities, RecipientsRequest
+    from activities.knowledge import DraftRequest, InsightsRequest, KnowledgeActivities
     from activities.notifications import NotificationActivities
     from activities.projection import ProjectionActivities
     from activities.translation import TranslationActivities
@@ -63,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         ReopenRequest,
         ReplyAccepted,
         ResolveRequest,
+        SelfServiceRequest,
         SlaView,
         StatusChange,
         Survey,
@@ -73,12 +75,16 @@ with workflow.unsafe.imports_passed_through():
         TimelineEvent,
     )
     from domain.translation import TranslationRequest, TranslationResult
+    from domain.triage import GENERAL_MODULE
     from workflows import search_attributes as sa
+    from workflows.knowledge import ArticleFromTicketWorkflow, draft_workflow_id
 
 DB_TIMEOUT = timedelta(seconds=30)
 # A provider call retries 429/5xx itself for up to ~40 s; two attempts bound what a reply waits.
 TRANSLATION_TIMEOUT = timedelta(seconds=60)
 TRANSLATION_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=2))
+KB_TIMEOUT = timedelta(seconds=60)
+KB_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 TRIAGE_TIMEOUT = timedelta(seconds=60)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 NOTIFY_RETRY = RetryPolicy(
@@ -101,6 +107,8 @@ ESCALATION_CHAINS = "escalation-chains"  # a breach starts the priority's escala
 REGIONAL_QUEUES = "regional-queues"  # notifications and pages run on the ticket region's task queue
 LOCALISED_TEAM_CHANGE = "localised-team-change"  # "now with our APAC team" in the customer's language
 TRANSLATED_CONVERSATION = "translated-conversation"  # machine translation between customer and agent
+KB_SUGGESTIONS = "kb-suggestions"  # articles, duplicates and a module hint from the knowledge base
+TICKET_TO_ARTICLE = "ticket-to-article"  # a resolution without an article drafts one
 PAGE_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "warning"}
 LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
@@ -183,6 +191,8 @@ class TicketWorkflow:
         if input.state is None:
             async with self.lock:
                 await self._triage(input.body)
+                if workflow.patched(KB_SUGGESTIONS):
+                    await self._consult_knowledge_base(input.body)
                 await self._assign(preferred=None)
         while True:
             async with self.lock:
@@ -1104,24 +1114,122 @@ class TicketWorkflow:
     async def resolve(self, request: ResolveRequest) -> TicketStatus:
         async with self.lock:
             self._check_resolve()
-            s, now = self.s, workflow.now()
+            s = self.s
             if s.first_response_at is None:
-                s.first_response_at = now  # the customer is told: resolving answers them too
-            for clock in s.clocks.values():
-                clock.stop(now, s.sla_calendar)
-            s.status, s.resolved_at, s.survey = TicketStatus.RESOLVED, now, Survey()
-            self._event("resolved", request.actor, data={"resolution": request.resolution})
-            self._close_pagerduty_incident(PageAction.RESOLVE)
-            dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
-            await workflow.execute_activity_method(
-                AssignmentActivities.release_agent,
-                ReleaseRequest(ticket_id=s.ticket_id, at=now, dispatch=not dispatch_outside),
-                start_to_close_timeout=DB_TIMEOUT,
-            )
-            if dispatch_outside:
-                self._dispatch_queue_soon()
+                s.first_response_at = workflow.now()  # the customer is told: resolving answers them too
+            data: dict[str, Any] = {"resolution": request.resolution}
+            if request.article_id is not None:
+                data["article_id"] = request.article_id
+            await self._resolved(request.actor, data)
+            if (
+                request.article_id is None
+                and self.lifecycle.draft_articles
+                and workflow.patched(TICKET_TO_ARTICLE)
+            ):
+                await self._draft_article(request.resolution)
             await self._flush()
             return s.status
+
+    @workflow.update(name="solved_by_article")
+    async def solved_by_article(self, request: SelfServiceRequest) -> TicketStatus:
+        async with self.lock:
+            self._check_self_service(request)
+            await self._resolved(request.actor, {"self_service": True, "article_id": request.article_id})
+            await self._flush()
+            return self.s.status
+
+    @solved_by_article.validator
+    def _validate_self_service(self, request: SelfServiceRequest) -> None:
+        self._check_self_service(request)
+
+    def _check_self_service(self, request: SelfServiceRequest) -> None:
+        self._check_resolve()
+        if request.article_id not in self.s.suggested_articles:
+            raise refuse(INVALID_INPUT, f"article {request.article_id} was not suggested for this ticket")
+
+    async def _resolved(self, actor: Actor, data: dict[str, Any]) -> None:
+        s, now = self.s, workflow.now()
+        for clock in s.clocks.values():
+            clock.stop(now, s.sla_calendar)
+        s.status, s.resolved_at, s.survey = TicketStatus.RESOLVED, now, Survey()
+        self._event("resolved", actor, data=data)
+        self._close_pagerduty_incident(PageAction.RESOLVE)
+        dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
+        await workflow.execute_activity_method(
+            AssignmentActivities.release_agent,
+            ReleaseRequest(ticket_id=s.ticket_id, at=now, dispatch=not dispatch_outside),
+            start_to_close_timeout=DB_TIMEOUT,
+        )
+        if dispatch_outside:
+            self._dispatch_queue_soon()
+
+    async def _draft_article(self, resolution: str | None) -> None:
+        """What the engineer learnt goes to the knowledge base; the draft outlives the ticket."""
+        try:
+            await workflow.start_child_workflow(
+                ArticleFromTicketWorkflow.run,
+                DraftRequest(ticket_id=self.s.ticket_id, resolution=resolution),
+                id=draft_workflow_id(self.s.ticket_id),
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # resolved before, reopened, resolved again: the first draft stands
+
+    async def _consult_knowledge_base(self, body: str) -> None:
+        s = self.s
+        try:
+            insights = await workflow.execute_activity_method(
+                KnowledgeActivities.ticket_insights,
+                InsightsRequest(
+                    ticket_id=s.ticket_id,
+                    customer_id=s.customer_id,
+                    subject=s.subject,
+                    body=body,
+                    language=s.language or "en",
+                    module=s.module or GENERAL_MODULE,
+                ),
+                start_to_close_timeout=KB_TIMEOUT,
+                retry_policy=KB_RETRY,
+            )
+        except ActivityError:
+            workflow.logger.exception("knowledge base unavailable; the ticket goes on without it")
+            return
+        actor = Actor.system(s.region)
+        if insights.duplicates:
+            self._event(
+                "possible_duplicates",
+                actor,
+                internal=True,
+                data={
+                    "tickets": [{"ticket_id": t, "similarity": sim} for t, sim in insights.duplicates.items()]
+                },
+            )
+        if insights.module_hint and insights.module_hint != s.module:
+            self._event(
+                "module_changed",
+                actor,
+                internal=True,
+                data={
+                    "from": s.module,
+                    "to": insights.module_hint,
+                    "reason": "similar knowledge-base articles",
+                },
+            )
+            s.module = insights.module_hint
+        if insights.suggestions:
+            message, language = say(Phrase.SUGGESTED_ARTICLES, s.language)
+            s.suggested_articles = [a.article_id for a in insights.suggestions]
+            self._event(
+                "suggested_articles",
+                actor,
+                data={
+                    "message": message,
+                    "language": language,
+                    "articles": [a.model_dump(mode="json") for a in insights.suggestions],
+                    "machine_translated_label": say(Phrase.MACHINE_TRANSLATED, s.language)[0],
+                },
+            )
 
     @resolve.validator
     def _validate_resolve(self, request: ResolveRequest) -> None:
