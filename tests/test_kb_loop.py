@@ -308,3 +308,38 @@ async def test_a_resolution_without_an_article_becomes_a_draft_for_a_module_lead
         f"/v1/tickets/{second['id']}/resolve", json={"article_id": 999999}, headers=api.as_token(agent)
     )
     assert missing.status_code in (409, 422)
+
+
+async def test_glossary_terms_are_kept_out_of_translation(kb_api, libre):
+    api = kb_api
+    term = {"term": "getUserToken()", "note": "SDK call"}
+    added = await api.http.post("/v1/glossary", json=term, headers=api.admin)
+    assert added.status_code == 201 and added.json()["term"] == "getUserToken()"
+    assert [t["term"] for t in (await api.http.get("/v1/glossary", headers=api.admin)).json()] == [
+        "getUserToken()"
+    ]
+    customer = await make_customer(api, "globex", language="es")
+    assert (await api.http.post("/v1/glossary", json=term, headers=api.as_token(customer))).status_code == 403
+    assert (await api.http.post("/v1/glossary", json={"term": "a\nb"}, headers=api.admin)).status_code == 422
+
+    # The search result shown in Spanish keeps the term as written.
+    body = ARTICLE | {"title": "Call getUserToken() before playback", "body": "Call getUserToken() first."}
+    created = await api.http.post("/v1/kb/articles", json=body, headers=api.admin)
+    article_id = created.json()["id"]
+    for step in ("in_review", "published"):
+        await api.http.post(
+            f"/v1/kb/articles/{article_id}/translations/en/status", json={"status": step}, headers=api.admin
+        )
+    sent = [r.body for r in libre.requests if r.path == "/translate"]
+
+    async def translated():
+        return [r.body for r in libre.requests if r.path == "/translate"][len(sent) :]
+
+    batches = await eventually(translated)
+    texts = [t for b in batches for t in (b["q"] if isinstance(b["q"], list) else [b["q"]])]
+    assert texts and all("getUserToken()" not in t for t in texts)
+
+    deleted = await api.http.delete("/v1/glossary", params={"term": "getUserToken()"}, headers=api.admin)
+    assert deleted.status_code == 200
+    again = await api.http.delete("/v1/glossary", params={"term": "getUserToken()"}, headers=api.admin)
+    assert again.status_code == 404
