@@ -17,7 +17,7 @@ from activities.assignment import run_dispatch
 from api.auth import STAFF, Principal, require
 from api.signals import signal_tickets
 from db import directory, rosters
-from domain.directory import IDENT, SLUG, Agent
+from domain.directory import IDENT, SLUG
 from domain.enums import Role
 from domain.rosters import (
     PATTERN_ID,
@@ -25,8 +25,6 @@ from domain.rosters import (
     RosterOverrideFields,
     ShiftPattern,
     ShiftPatternFields,
-    coverage_gaps,
-    shift_windows,
 )
 
 router = APIRouter(prefix="/v1", tags=["rosters"])
@@ -131,21 +129,13 @@ async def coverage(
     """The intervals in which nobody with the language and skill is on shift."""
     _check_span(start, end)
     async with _pool(request).acquire() as conn:
-        agents = [a for a in await directory.list_agents(conn) if a.active]
-        qualified = [
-            a
-            for a in agents
-            if (language is None or any(lang.code == language for lang in a.languages))
-            and (skill is None or skill in a.skills)
-        ]
-        windows = list((await _shift_windows(conn, qualified, start, end)).values())
-    gaps = coverage_gaps(windows, start.astimezone(UTC), end.astimezone(UTC))
+        qualified, gaps = await rosters.coverage(conn, start, end, language, skill)
     return Coverage(
         start=start,
         end=end,
         language=language,
         skill=skill,
-        agents=[a.id for a in qualified],
+        agents=qualified,
         gaps=[Gap(start=s, end=e, minutes=round((e - s).total_seconds() / 60, 2)) for s, e in gaps],
     )
 
@@ -157,21 +147,6 @@ def _check_span(start: datetime, end: datetime) -> None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"ask for at most {MAX_COVERAGE_SPAN.days} days"
         )
-
-
-async def _shift_windows(
-    conn: asyncpg.Connection, agents: list[Agent], start: datetime, end: datetime
-) -> dict[str, list[tuple[datetime, datetime]]]:
-    """Each agent's time on shift in the span: their pattern or own shift, with overrides."""
-    zones = {r.id: r.timezone for r in await directory.list_regions(conn)}
-    overrides = await rosters.overrides_between(conn, start, end)
-    rotations = await rosters.rotations(conn, [a.id for a in agents])
-    return {
-        a.id: shift_windows(
-            rotations.get(a.id) or a.shift, zones[a.region_id], overrides.get(a.id, []), start, end
-        )
-        for a in agents
-    }
 
 
 @router.get("/agents/{agent_id}/shifts", response_model=AgentShifts)
@@ -188,7 +163,7 @@ async def agent_shifts(
         agent = await directory.get_agent(conn, agent_id)
         if agent is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"agent {agent_id!r} not found")
-        windows = (await _shift_windows(conn, [agent], start, end))[agent.id]
+        windows = (await rosters.shift_windows_of(conn, [agent], start, end))[agent.id]
         region = await directory.get_region(conn, agent.region_id)
     tz = ZoneInfo(region.timezone if region else "UTC")
     return AgentShifts(

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
+from db import directory
 from db.assignment import override_from_row, rotation_from_row
-from domain.rosters import RosterOverride, RosterOverrideFields, Rotation, ShiftPattern, ShiftPatternFields
+from domain.directory import Agent
+from domain.rosters import (
+    Interval,
+    RosterOverride,
+    RosterOverrideFields,
+    Rotation,
+    ShiftPattern,
+    ShiftPatternFields,
+    coverage_gaps,
+    shift_windows,
+)
 
 
 async def add_override(
@@ -142,3 +153,38 @@ async def rotations(conn: asyncpg.Connection, agent_ids: list[str] | None = None
 async def agents_on_pattern(conn: asyncpg.Connection, pattern_id: str) -> list[str]:
     rows = await conn.fetch("SELECT id FROM agents WHERE shift_pattern_id = $1 ORDER BY id", pattern_id)
     return [r["id"] for r in rows]
+
+
+# --- who is on shift when ---------------------------------------------------------------------
+
+
+async def shift_windows_of(
+    conn: asyncpg.Connection, agents: list[Agent], start: datetime, end: datetime
+) -> dict[str, list[Interval]]:
+    """Each agent's time on shift in the span: their pattern or own shift, with overrides."""
+    zones = {r["id"]: r["timezone"] for r in await conn.fetch("SELECT id, timezone FROM regions")}
+    overrides = await overrides_between(conn, start, end)
+    rotation_of = await rotations(conn, [a.id for a in agents])
+    return {
+        a.id: shift_windows(
+            rotation_of.get(a.id) or a.shift, zones[a.region_id], overrides.get(a.id, []), start, end
+        )
+        for a in agents
+    }
+
+
+async def coverage(
+    conn: asyncpg.Connection, start: datetime, end: datetime, language: str | None, skill: str | None
+) -> tuple[list[str], list[Interval]]:
+    """The active agents with the language and skill, and the gaps in [start, end) none of them covers."""
+    qualified = [
+        a
+        for a in await directory.list_agents(conn)
+        if a.active
+        and (language is None or any(lang.code == language for lang in a.languages))
+        and (skill is None or skill in a.skills)
+    ]
+    windows = await shift_windows_of(conn, qualified, start, end)
+    return [a.id for a in qualified], coverage_gaps(
+        list(windows.values()), start.astimezone(UTC), end.astimezone(UTC)
+    )

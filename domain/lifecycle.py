@@ -30,3 +30,6 @@ class LifecyclePolicy(BaseModel):
     regional_pickup_timeout: timedelta = timedelta(minutes=2)
     # A ticket resolved without a linked article drafts one for review.
     draft_articles: bool = True
+    # A CSAT of 2 or less opens a recovery task for the region's team lead, due after this.
+    csat_recovery: bool = True
+    recovery_deadline: timedelta = timedelta(hours=24)

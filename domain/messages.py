@@ -16,6 +16,9 @@ class Phrase(StrEnum):
     TEAM_CHANGED = "team_changed"
     SUGGESTED_ARTICLES = "suggested_articles"
     MACHINE_TRANSLATED = "machine_translated"
+    SURVEY_SCORE = "survey_score"
+    SURVEY_REASON = "survey_reason"
+    SURVEY_COMMENT = "survey_comment"
 
 
 _CATALOGUE: dict[Phrase, dict[str, str]] = {
@@ -64,6 +67,44 @@ _CATALOGUE: dict[Phrase, dict[str, str]] = {
         "ja": "機械翻訳",
         "zh": "机器翻译",
         "ko": "기계 번역",
+    },
+    Phrase.SURVEY_SCORE: {
+        "en": "How satisfied are you with the support you received? "
+        "(1 = very unsatisfied, 5 = very satisfied)",
+        "es": "¿Qué tan satisfecho está con el soporte recibido? (1 = muy insatisfecho, 5 = muy satisfecho)",
+        "pt": "Quão satisfeito você está com o suporte recebido? "
+        "(1 = muito insatisfeito, 5 = muito satisfeito)",
+        "fr": "Êtes-vous satisfait de l'assistance reçue ? (1 = très insatisfait, 5 = très satisfait)",
+        "de": "Wie zufrieden sind Sie mit dem erhaltenen Support? (1 = sehr unzufrieden, 5 = sehr zufrieden)",
+        "it": "Quanto è soddisfatto dell'assistenza ricevuta? (1 = per niente, 5 = molto soddisfatto)",
+        "nl": "Hoe tevreden bent u over de ondersteuning? (1 = zeer ontevreden, 5 = zeer tevreden)",
+        "ja": "今回のサポートにどの程度満足されましたか？（1 = 非常に不満、5 = 非常に満足）",
+        "zh": "您对本次获得的支持满意吗？（1 = 非常不满意，5 = 非常满意）",
+        "ko": "받으신 지원에 얼마나 만족하셨나요? (1 = 매우 불만족, 5 = 매우 만족)",
+    },
+    Phrase.SURVEY_REASON: {
+        "en": "What mattered most?",
+        "es": "¿Qué fue lo más importante?",
+        "pt": "O que foi mais importante?",
+        "fr": "Qu'est-ce qui a le plus compté ?",
+        "de": "Was war am wichtigsten?",
+        "it": "Che cosa ha contato di più?",
+        "nl": "Wat was het belangrijkst?",
+        "ja": "最も重要だった点は何ですか？",
+        "zh": "最重要的原因是什么？",
+        "ko": "가장 중요했던 점은 무엇인가요?",
+    },
+    Phrase.SURVEY_COMMENT: {
+        "en": "Anything else you would like to tell us?",
+        "es": "¿Algo más que quiera contarnos?",
+        "pt": "Há mais algo que queira nos contar?",
+        "fr": "Souhaitez-vous nous dire autre chose ?",
+        "de": "Möchten Sie uns noch etwas mitteilen?",
+        "it": "Desidera dirci qualcos'altro?",
+        "nl": "Wilt u ons nog iets vertellen?",
+        "ja": "その他、お気づきの点があればお聞かせください。",
+        "zh": "您还有其他想告诉我们的吗？",
+        "ko": "그 밖에 전하고 싶은 말씀이 있으신가요?",
     },
 }
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 class Notification(BaseModel):
     id: str = Field(description="workflow.uuid4() of the sender, so retries deliver once")
-    ticket_id: int
+    ticket_id: int | None = Field(description="None for notifications about no single ticket")
     kind: str
     recipient_type: str
     recipient_id: str | None = None

@@ -84,6 +84,7 @@ class Handoff(BaseModel):
 
 
 class Survey(BaseModel):
+    survey_id: str | None = None  # the signed link's survey; None for tickets from before links
     sent_at: datetime | None = None
     reminded_at: datetime | None = None
     answered_at: datetime | None = None
@@ -262,6 +263,8 @@ class EscalationAck(BaseModel):
 class CsatAnswer(BaseModel):
     score: int = Field(ge=1, le=5)
     comment: str | None = Field(default=None, max_length=5_000)
+    reason: str | None = Field(default=None, max_length=200)
+    answers: dict[str, str] = Field(default_factory=dict)
     actor: Actor
 
 

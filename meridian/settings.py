@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     duplicate_similarity: float = 0.93
     kb_draft_from_tickets: bool = True  # resolved tickets without a linked article draft one
 
+    # Surveys: links in notifications point here; reasons and extra questions are configurable.
+    public_url: str = "http://127.0.0.1:8000"
+    survey_reasons: list[str] = ["response time", "solution", "communication", "language", "other"]
+    survey_questions: list[str] = []
+    csat_recovery: bool = True  # a score of 2 or less opens a recovery task for the team lead
+    recovery_deadline: timedelta = timedelta(hours=24)
+
+    quality_check_every: timedelta = timedelta(minutes=5)  # how often quality alert rules are evaluated
+
     # Repeat issues: how often resolved tickets are grouped, and where problems are filed
     # (a server speaking Jira's REST API v2; unset keeps problems in Meridian only).
     repeat_issue_every: timedelta = timedelta(hours=1)
@@ -122,6 +131,8 @@ class Settings(BaseSettings):
             fluent_wait=self.fluent_wait,
             regional_pickup_timeout=self.regional_pickup_timeout,
             draft_articles=self.kb_draft_from_tickets,
+            csat_recovery=self.csat_recovery,
+            recovery_deadline=self.recovery_deadline,
         )
 
 

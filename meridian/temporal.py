@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_SCHEDULE_ID = "meridian-housekeeping"
 REPEAT_ISSUES_SCHEDULE_ID = "meridian-repeat-issues"
+QUALITY_ALERTS_SCHEDULE_ID = "meridian-quality-alerts"
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
@@ -61,10 +62,11 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
 
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:
-    """The housekeeping sweep and the repeat-issue finder, created or brought up to date with the
-    settings (a changed interval or rule takes effect when the worker restarts)."""
+    """The housekeeping sweep, the repeat-issue finder and the quality alerts, created or brought up
+    to date with the settings (a changed interval or rule takes effect when the worker restarts)."""
     from workflows.housekeeping import HousekeepingWorkflow
     from workflows.problems import RepeatIssuesWorkflow
+    from workflows.quality import QualityAlertsWorkflow
 
     def every(interval: timedelta, action: ScheduleActionStartWorkflow) -> Schedule:
         return Schedule(
@@ -91,6 +93,15 @@ async def ensure_schedules(client: Client, settings: Settings) -> None:
                 id="meridian-repeat-issues-run",
                 task_queue=settings.task_queue,
                 execution_timeout=timedelta(minutes=30),
+            ),
+        ),
+        QUALITY_ALERTS_SCHEDULE_ID: every(
+            settings.quality_check_every,
+            ScheduleActionStartWorkflow(
+                QualityAlertsWorkflow.run,
+                id="meridian-quality-alerts-run",
+                task_queue=settings.task_queue,
+                execution_timeout=timedelta(minutes=10),
             ),
         ),
     }

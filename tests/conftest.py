@@ -224,6 +224,7 @@ def make_settings(database_url: str, **overrides) -> Settings:
         # The time-skipping server stops skipping time once a ticket has started a child workflow
         # (temporalio/sdk-java#2392), so the article loop is tested on the dev server only.
         kb_draft_from_tickets=False,
+        csat_recovery=False,
     )
     values.update(overrides)
     return Settings(**values)

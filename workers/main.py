@@ -30,6 +30,8 @@ from activities.language import LanguageDetectorService
 from activities.notifications import NotificationActivities
 from activities.problems import ProblemActivities, TrackerSettings
 from activities.projection import ProjectionActivities
+from activities.quality import QualityActivities
+from activities.surveys import SurveyActivities, SurveySettings
 from activities.translation import TranslationActivities, TranslationSettings, translator_from_settings
 from activities.triage import TriageActivities
 from db import directory
@@ -40,6 +42,8 @@ from meridian.settings import Settings
 from workflows.housekeeping import HousekeepingWorkflow
 from workflows.knowledge import ArticleFromTicketWorkflow, PublishTranslationWorkflow
 from workflows.problems import RepeatIssuesWorkflow
+from workflows.quality import QualityAlertsWorkflow
+from workflows.recovery import RecoveryWorkflow
 from workflows.ticket import TicketWorkflow
 
 log = structlog.get_logger(__name__)
@@ -50,6 +54,8 @@ WORKFLOWS = [
     RepeatIssuesWorkflow,
     ArticleFromTicketWorkflow,
     PublishTranslationWorkflow,
+    RecoveryWorkflow,
+    QualityAlertsWorkflow,
 ]
 
 
@@ -96,6 +102,8 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
     translation = TranslationActivities(
         deps.pool, translator_from_settings(deps.http, settings.section(TranslationSettings))
     )
+    quality = QualityActivities(deps.pool, notifications)
+    surveys = SurveyActivities(deps.pool, notifications, settings.section(SurveySettings))
     knowledge = KnowledgeActivities(
         deps.pool, embedder, translation.service, settings.section(KnowledgeSettings)
     )
@@ -124,6 +132,12 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         embeddings.embed_pending_translations,
         translation.translate_text,
         knowledge.ticket_insights,
+        surveys.send_survey,
+        quality.evaluate_quality_rules,
+        quality.notify_quality_alert,
+        surveys.praise_engineers,
+        surveys.open_recovery,
+        surveys.recovery_overdue,
         knowledge.draft_article_from_ticket,
         knowledge.open_machine_translations,
     ]

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.knowledge import DraftRequest, InsightsRequest, KnowledgeActivities
     from activities.notifications import NotificationActivities
     from activities.projection import ProjectionActivities
+    from activities.surveys import PraiseRequest, RecoveryRequest, SendSurveyRequest, SurveyActivities
     from activities.translation import TranslationActivities
     from activities.triage import TriageActivities, TriageRequest
     from domain.directory import regional_task_queue
@@ -78,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.triage import GENERAL_MODULE
     from workflows import search_attributes as sa
     from workflows.knowledge import ArticleFromTicketWorkflow, draft_workflow_id
+    from workflows.recovery import RecoveryWorkflow, recovery_workflow_id
 
 DB_TIMEOUT = timedelta(seconds=30)
 # A provider call retries 429/5xx itself for up to ~40 s; two attempts bound what a reply waits.
@@ -109,6 +111,8 @@ LOCALISED_TEAM_CHANGE = "localised-team-change"  # "now with our APAC team" in t
 TRANSLATED_CONVERSATION = "translated-conversation"  # machine translation between customer and agent
 KB_SUGGESTIONS = "kb-suggestions"  # articles, duplicates and a module hint from the knowledge base
 TICKET_TO_ARTICLE = "ticket-to-article"  # a resolution without an article drafts one
+SIGNED_SURVEYS = "signed-surveys"  # the survey goes out as a signed single-use link
+CSAT_FOLLOW_UP = "csat-follow-up"  # low scores open a recovery task, praise reaches the engineers
 PAGE_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "warning"}
 LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
@@ -689,7 +693,11 @@ class TicketWorkflow:
         if survey.sent_at is None and not survey.finished and now >= resolved_at + policy.csat_delay:
             survey.sent_at = now
             self._event("csat_sent", Actor.system(self.s.region))
-            self._notify("csat_survey", "customer", self.s.customer_id, {"subject": self.s.subject})
+            if workflow.patched(SIGNED_SURVEYS):
+                survey.survey_id = str(workflow.uuid4())
+                self._send_survey(reminder=False)
+            else:
+                self._notify("csat_survey", "customer", self.s.customer_id, {"subject": self.s.subject})
         elif survey.sent_at is not None and not survey.finished:
             if now >= survey.sent_at + policy.csat_expires_after:
                 survey.expired_at = now
@@ -697,7 +705,10 @@ class TicketWorkflow:
             elif survey.reminded_at is None and now >= survey.sent_at + policy.csat_reminder_after:
                 survey.reminded_at = now
                 self._event("csat_reminder", Actor.system(self.s.region), internal=True)
-                self._notify("csat_reminder", "customer", self.s.customer_id, {"subject": self.s.subject})
+                if survey.survey_id is not None:
+                    self._send_survey(reminder=True)
+                else:
+                    self._notify("csat_reminder", "customer", self.s.customer_id, {"subject": self.s.subject})
         if survey.finished and now >= resolved_at + policy.reopen_window:
             self.s.status = TicketStatus.CLOSED
             self.s.closed_at = now
@@ -1261,17 +1272,83 @@ class TicketWorkflow:
         if workflow.now() >= closes:
             raise refuse(INVALID_STATE, f"the reopen window closed at {closes.isoformat()}")
 
+    def _send_survey(self, reminder: bool) -> None:
+        s = self.s
+        assert s.survey.survey_id is not None and s.survey.sent_at is not None
+        request = SendSurveyRequest(
+            ticket_id=s.ticket_id,
+            survey_id=s.survey.survey_id,
+            customer_id=s.customer_id,
+            language=s.language or "en",
+            subject=s.subject,
+            expires_at=s.survey.sent_at + self.lifecycle.csat_expires_after,
+            at=workflow.now(),
+            reminder=reminder,
+        )
+        self._in_background(
+            workflow.execute_activity_method(
+                SurveyActivities.send_survey,
+                request,
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY,
+            )
+        )
+
     @workflow.update(name="submit_csat")
     async def submit_csat(self, answer: CsatAnswer) -> Survey:
         async with self.lock:
             self._check_csat()
-            survey = self.s.survey
-            survey.answered_at, survey.score, survey.comment = workflow.now(), answer.score, answer.comment
-            self._event(
-                "csat_received", answer.actor, data={"score": answer.score, "comment": answer.comment}
-            )
+            survey, now = self.s.survey, workflow.now()
+            survey.answered_at, survey.score, survey.comment = now, answer.score, answer.comment
+            data: dict[str, Any] = {"score": answer.score, "comment": answer.comment}
+            if answer.reason or answer.answers:
+                data |= {"reason": answer.reason, "answers": answer.answers}
+            self._event("csat_received", answer.actor, data=data)
+            if workflow.patched(CSAT_FOLLOW_UP):
+                await self._follow_up(answer, now)
             await self._flush()
             return survey
+
+    async def _follow_up(self, answer: CsatAnswer, now: datetime) -> None:
+        s = self.s
+        if answer.score <= 2:
+            self._event(
+                "qa_review_flagged", Actor.system(s.region), internal=True, data={"score": answer.score}
+            )
+            if self.lifecycle.csat_recovery:
+                request = RecoveryRequest(
+                    ticket_id=s.ticket_id,
+                    region=s.region,
+                    score=answer.score,
+                    comment=answer.comment,
+                    due_at=now + self.lifecycle.recovery_deadline,
+                    at=now,
+                )
+                try:
+                    await workflow.start_child_workflow(
+                        RecoveryWorkflow.run,
+                        request,
+                        id=recovery_workflow_id(s.ticket_id),
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    )
+                except WorkflowAlreadyStartedError:
+                    pass
+        elif answer.score >= 4 and answer.comment:
+            self._in_background(
+                workflow.execute_activity_method(
+                    SurveyActivities.praise_engineers,
+                    PraiseRequest(
+                        ticket_id=s.ticket_id,
+                        region=s.region,
+                        score=answer.score,
+                        comment=answer.comment,
+                        at=now,
+                    ),
+                    start_to_close_timeout=NOTIFY_TIMEOUT,
+                    retry_policy=NOTIFY_RETRY,
+                )
+            )
 
     @submit_csat.validator
     def _validate_csat(self, answer: CsatAnswer) -> None:
