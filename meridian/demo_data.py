@@ -11,9 +11,10 @@ from datetime import date, time
 
 import asyncpg
 
-from db import directory, rosters
+from db import directory, kb, rosters
 from domain.directory import AgentFields, CustomerFields, Region
 from domain.enums import CustomerTier, LanguageLevel
+from domain.kb import KbStatus
 from domain.rosters import ShiftPatternFields
 from domain.routing import AgentLanguage, Shift
 
@@ -165,6 +166,31 @@ CUSTOMERS = {
 }
 
 
+# A few published articles, so a new demo ticket shows suggestions (the worker's housekeeping
+# sweep indexes them within a minute of start).
+ARTICLES = [
+    (
+        "video",
+        "Video playback stops after a few seconds",
+        "If playback stops or freezes after a few seconds, the player cache is full. Clear the cache "
+        "in Settings > Storage, then update the video SDK to 4.2 or later.",
+    ),
+    (
+        "billing",
+        "Your invoice total looks wrong",
+        "Invoices are issued in the currency and VAT rate of the billing account. If the total looks "
+        "wrong, check the account's country and VAT number under Billing > Details; a support engineer "
+        "can reissue the invoice once they are corrected.",
+    ),
+    (
+        "authentication",
+        "You cannot sign in with single sign-on",
+        "Sign-in with SSO fails when the identity provider's certificate has expired or the SAML "
+        "audience does not match. Upload the new certificate under Security > SSO and retry.",
+    ),
+]
+
+
 async def load_demo_directory(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         for region in REGIONS:
@@ -176,3 +202,10 @@ async def load_demo_directory(conn: asyncpg.Connection) -> None:
             await directory.upsert_agent(conn, agent_id, fields)
         for customer_id, fields in CUSTOMERS.items():
             await directory.upsert_customer(conn, customer_id, fields)
+        if not await conn.fetchval("SELECT count(*) FROM kb_articles"):
+            for module, title, body in ARTICLES:
+                article = await kb.create_article(
+                    conn, module=module, source_language="en", title=title, body=body, edited_by="demo"
+                )
+                for status in (KbStatus.IN_REVIEW, KbStatus.PUBLISHED):
+                    await kb.set_article_status(conn, article.id, status)
