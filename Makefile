@@ -16,7 +16,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/meridian dev
 
-test: $(STAMP)
+# promtool checks deploy/prometheus (config, rules and their unit tests); Debian packages it.
+$(VENV)/bin/promtool: | $(STAMP)
+	@set -e; tmp=$$(mktemp -d); cd $$tmp; apt-get download -qq prometheus 2>/dev/null; \
+	  dpkg-deb -x prometheus_*.deb unpacked; cp unpacked/usr/bin/promtool $(CURDIR)/$@; rm -rf $$tmp
+
+test: $(STAMP) $(VENV)/bin/promtool
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

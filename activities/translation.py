@@ -405,4 +405,16 @@ class TranslationActivities:
             raise ApplicationError(
                 str(err), type="TranslationUnavailable", next_retry_delay=err.retry_after
             ) from err
+        # The activity's meter, not prometheus_client: it lands on the worker's one /metrics endpoint.
+        activity.metric_meter().create_counter(
+            "meridian_translations",
+            "Texts through translate_text, by provider and where the answer came from",
+        ).add(1, {"provider": result.provider, "outcome": translation_outcome(result)})
         return result
+
+
+def translation_outcome(result: TranslationResult) -> str:
+    """'cache' and 'provider' split what the cache saves; 'untranslated' is sent back as written."""
+    if not result.machine_translated:
+        return "untranslated"
+    return "cache" if result.cached else "provider"

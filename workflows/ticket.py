@@ -118,7 +118,6 @@ LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
 COUNTED_EVENTS = frozenset(
     {
-        "created",
         "triaged",
         "queued",
         "assigned",
@@ -133,6 +132,14 @@ COUNTED_EVENTS = frozenset(
         "csat_sent",
         "csat_received",
         "csat_expired",
+        "csat_reminder",
+        "qa_review_flagged",
+        "escalated",
+        "escalation_acknowledged",
+        "escalation_resolved",
+        "suggested_articles",
+        "possible_duplicates",
+        "message_translated",
         "notification_failed",
         "routing_widened",
     }
