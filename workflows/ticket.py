@@ -1183,16 +1183,25 @@ class TicketWorkflow:
 
     async def _draft_article(self, resolution: str | None) -> None:
         """What the engineer learnt goes to the knowledge base; the draft outlives the ticket."""
+        await self._start_follow_up(
+            ArticleFromTicketWorkflow.run,
+            DraftRequest(ticket_id=self.s.ticket_id, resolution=resolution),
+            draft_workflow_id(self.s.ticket_id),
+        )
+
+    async def _start_follow_up(self, run: Any, request: Any, workflow_id: str) -> None:
+        """A child that outlives the ticket, started once per ticket whatever happens after: a ticket
+        resolved, reopened and resolved again keeps its first draft, its first recovery."""
         try:
             await workflow.start_child_workflow(
-                ArticleFromTicketWorkflow.run,
-                DraftRequest(ticket_id=self.s.ticket_id, resolution=resolution),
-                id=draft_workflow_id(self.s.ticket_id),
+                run,
+                request,
+                id=workflow_id,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             )
         except WorkflowAlreadyStartedError:
-            pass  # resolved before, reopened, resolved again: the first draft stands
+            pass
 
     async def _consult_knowledge_base(self, body: str) -> None:
         s = self.s
@@ -1331,16 +1340,7 @@ class TicketWorkflow:
                     due_at=now + self.lifecycle.recovery_deadline,
                     at=now,
                 )
-                try:
-                    await workflow.start_child_workflow(
-                        RecoveryWorkflow.run,
-                        request,
-                        id=recovery_workflow_id(s.ticket_id),
-                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                        parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    )
-                except WorkflowAlreadyStartedError:
-                    pass
+                await self._start_follow_up(RecoveryWorkflow.run, request, recovery_workflow_id(s.ticket_id))
         elif answer.score >= 4 and answer.comment:
             self._in_background(
                 workflow.execute_activity_method(
