@@ -1,11 +1,12 @@
-"""Projects a ticket workflow's state and new timeline events into PostgreSQL."""
+"""Projects a ticket workflow's state and new timeline events into PostgreSQL, then the
+ticket's KPI facts derived from its timeline."""
 
 from __future__ import annotations
 
 import asyncpg
 from temporalio import activity
 
-from db import tickets
+from db import kpis, tickets
 from domain.tickets import ProjectionBatch
 
 
@@ -16,4 +17,8 @@ class ProjectionActivities:
     @activity.defn(name="project_ticket")
     async def project_ticket(self, batch: ProjectionBatch) -> bool:
         async with self.pool.acquire() as conn:
-            return await tickets.apply_projection(conn, batch)
+            applied = await tickets.apply_projection(conn, batch)
+            if batch.events:
+                # Its own transaction, after the projection's: KPIs never undo or hold up a ticket.
+                await kpis.refresh_ticket_facts_quietly(conn, batch.snapshot.ticket_id)
+            return applied

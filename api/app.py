@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from activities.embeddings import EmbeddingSettings, embedder_from_settings
 from activities.translation import TranslationService, TranslationSettings, translator_from_settings
-from api import calendars, directory, glossary, kb, problems, quality, rosters, surveys, tickets
+from api import calendars, directory, glossary, kb, kpis, problems, quality, rosters, surveys, tickets
 from api.errors import ERROR_RESPONSES, invalid_request
 from api.metrics import ApiMetrics
 from db.pool import create_pool
@@ -76,7 +76,7 @@ def create_app(
         return response
 
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (tickets, directory, calendars, rosters, problems, kb, glossary, surveys, quality):
+    for module in (tickets, directory, calendars, rosters, problems, kb, glossary, surveys, quality, kpis):
         app.include_router(module.router, responses=ERROR_RESPONSES)
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
