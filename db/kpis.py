@@ -1,13 +1,15 @@
 """SQL for KPIs (definitions: docs/kpis.md).
 
 - `refresh_ticket_facts`: a ticket's facts, recomputed from its whole timeline after each
-  projection, and the UTC hours whose rollups that makes stale (`kpi_dirty`).
-- `refresh_rollups`: rebuilds the stale and missing days of `kpi_daily`, per time zone.
-- `query`: a KPI request. Whole local days that are built and clean come from `kpi_daily`;
-  everything else (stale or missing days, partial days at the window's edges, hour buckets,
-  groupings or time zones without rollups) from `ticket_facts`. Both end in the same
-  accumulators and the same `domain.kpis.metric_values`, so the answer never depends on which
-  path a day took.
+  projection. A ticket whose facts change becomes pending (`kpi_pending`), and the first time
+  since the last refresh the facts the rollups hold of it are kept (`kpi_held_*`).
+- `refresh_rollups`: rebuilds the days of `kpi_daily` pending tickets touch, in every time zone,
+  and days never built; then forgets the pending tickets that did not change meanwhile.
+- `query`: a KPI request. Whole local days that are built come from `kpi_daily`, corrected by
+  each pending ticket's facts now less its held facts; everything else (partial days at the
+  window's edges, days not built, hour buckets, groupings or time zones without rollups) from
+  `ticket_facts`. All of it ends in the same accumulators and `domain.kpis.metric_values`, so an
+  answer never depends on which path a day took, or on when the rollups were last refreshed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import itertools
 import sys
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -195,10 +197,6 @@ async def compute_facts(
     return result
 
 
-def _hour(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
 def _bin(seconds: float | None) -> int | None:
     return None if seconds is None else bin_of(seconds)
 
@@ -302,15 +300,29 @@ async def write_facts(conn: asyncpg.Connection, facts: Sequence[TicketFacts]) ->
         await _copy(conn, "ticket_open_periods", [r for f in facts for r in period_rows(f)])
 
 
-async def mark_dirty(conn: asyncpg.Connection, instants: Iterable[datetime | None]) -> None:
-    hours = sorted({_hour(at) for at in instants if at is not None})
-    if hours:
-        await conn.execute(
-            """INSERT INTO kpi_dirty (hour, version)
-               SELECT h, nextval('kpi_dirty_version') FROM unnest($1::timestamptz[]) AS h
-               ON CONFLICT (hour) DO UPDATE SET version = EXCLUDED.version""",
-            hours,
-        )
+HELD = {
+    "ticket_facts": "kpi_held_facts",
+    "ticket_legs": "kpi_held_legs",
+    "ticket_open_periods": "kpi_held_periods",
+}
+
+
+async def hold(conn: asyncpg.Connection, ticket_ids: Sequence[int]) -> None:
+    """Before these tickets' facts change: mark them pending and, the first time since the last
+    refresh, keep the facts the rollups hold of them."""
+    rows = await conn.fetch(
+        """INSERT INTO kpi_pending (ticket_id, version)
+           SELECT t, nextval('kpi_pending_version') FROM unnest($1::bigint[]) AS t
+           ON CONFLICT (ticket_id) DO UPDATE SET version = EXCLUDED.version
+           RETURNING ticket_id, xmax = 0 AS first""",
+        list(ticket_ids),
+    )
+    first = [r["ticket_id"] for r in rows if r["first"]]
+    if first:
+        for table, held in HELD.items():
+            await conn.execute(
+                f"INSERT INTO {held} SELECT * FROM {table} WHERE ticket_id = ANY($1::bigint[])", first
+            )
 
 
 async def refresh_ticket_facts(conn: asyncpg.Connection, ticket_id: int) -> TicketFacts | None:
@@ -334,34 +346,28 @@ async def refresh_ticket_facts(conn: asyncpg.Connection, ticket_id: int) -> Tick
                 facts.created_at,
                 ticket_id,
             )
-        before = await conn.fetch(
-            "SELECT opened_at, closed_at FROM ticket_open_periods WHERE ticket_id = $1", ticket_id
-        )
+        await hold(conn, [ticket_id])
         await write_facts(conn, [facts])
-        later: list[datetime] = []
         if facts.module is not None:
             # A ticket whose facts arrive late is the nearer "previous" of its customer's later ones.
             later = [
-                r["created_at"]
+                r["ticket_id"]
                 for r in await conn.fetch(
-                    """UPDATE ticket_facts SET previous_same_issue_at = $3
+                    """SELECT ticket_id FROM ticket_facts
                        WHERE customer_id = $1 AND module = $2 AND created_at > $3
-                         AND (previous_same_issue_at IS NULL OR previous_same_issue_at < $3)
-                       RETURNING created_at""",
+                         AND (previous_same_issue_at IS NULL OR previous_same_issue_at < $3)""",
                     facts.customer_id,
                     facts.module,
                     facts.created_at,
                 )
             ]
-        await mark_dirty(
-            conn,
-            [
-                facts.created_at,
-                *later,
-                *(at for r in before for at in (r["opened_at"], r["closed_at"])),
-                *(at for p in facts.open_periods for at in (p.opened_at, p.closed_at)),
-            ],
-        )
+            if later:
+                await hold(conn, later)
+                await conn.execute(
+                    "UPDATE ticket_facts SET previous_same_issue_at = $2 WHERE ticket_id = ANY($1::bigint[])",
+                    later,
+                    facts.created_at,
+                )
         return facts
 
 
@@ -602,55 +608,67 @@ async def _gather(
     cohort: bool = True,
     moves: bool = False,
     convert: Any,
+    tickets: Sequence[int] | None = None,
+    held: bool = False,
 ) -> None:
     """Add up the facts of tickets created in `ranges` (cohort figures, legs, histograms) and/or
     the backlog's moves in `ranges`, per bucket and grouping set, into `accs`. Each table is read
-    once, however many figures come out of it."""
-    if not ranges:
+    once, however many figures come out of it. With `tickets`, only those; with `held`, their
+    held facts, taken away instead of added."""
+    if not ranges or tickets == []:
         return
     # $1 is the time zone when buckets need it; PostgreSQL refuses a parameter no clause uses.
-    args: tuple = tuple(at for pair in ranges for at in pair)
+    args: list = [at for pair in ranges for at in pair]
     first = 1
     if bucket is not Bucket.NONE:
-        args, first = (timezone, *args), 2
+        args, first = [timezone, *args], 2
+    only = ""
+    if tickets is not None:
+        args.append(list(tickets))
+        only = f" AND {{t}}.ticket_id = ANY(${len(args)}::bigint[])"
+    facts, legs, periods = (
+        HELD[t] if held else t for t in ("ticket_facts", "ticket_legs", "ticket_open_periods")
+    )
+    sign = -1 if held else 1
 
-    def within(ts: str) -> str:
-        return _within(ts, len(ranges), first)
+    def where(ts: str) -> str:
+        return f"WHERE {_within(ts, len(ranges), first)}{only.format(t=ts.split('.')[0])}"
 
     groups = _Groups(sets, bucket=bucket is not Bucket.NONE)
     histograms = list(histograms)
     statements: list[tuple[str, list[str]]] = []
     if cohort:
-        tickets = f"""SELECT {_bucket_sql("f.created_at", bucket)} AS bucket, {_FACT_COLUMNS}
-                      FROM ticket_facts f WHERE {within("f.created_at")}"""
+        rows = f"""SELECT {_bucket_sql("f.created_at", bucket)} AS bucket, {_FACT_COLUMNS}
+                   FROM {facts} f {where("f.created_at")}"""
         ticket_histograms = [h for h in histograms if h not in LEG_HISTOGRAMS]
         sums = {name: sql for name, sql in _TICKET_SUMS.items() if name in fields}
-        statements.append((_statement(tickets, groups, sums, ticket_histograms), list(sums)))
-        legs = f"""SELECT {_bucket_sql("l.created_at", bucket)} AS bucket, {_LEG_COLUMNS}
-                   FROM ticket_legs l WHERE {within("l.created_at")}"""
+        statements.append((_statement(rows, groups, sums, ticket_histograms), list(sums)))
         leg_histograms = [h for h in histograms if h in LEG_HISTOGRAMS]
         sums = {name: sql for name, sql in _LEG_SUMS.items() if name in fields}
-        statements.append((_statement(legs, groups, sums, leg_histograms), list(sums)))
+        if sums or leg_histograms:  # legs outnumber tickets: read them only for region metrics
+            rows = f"""SELECT {_bucket_sql("l.created_at", bucket)} AS bucket, {_LEG_COLUMNS}
+                       FROM {legs} l {where("l.created_at")}"""
+            statements.append((_statement(rows, groups, sums, leg_histograms), list(sums)))
     if moves:
-        moved = f"""SELECT {_bucket_sql("m.at", bucket)} AS bucket, {_DIMENSIONS_OF_F}, m.delta,
-                        extract(epoch FROM f.created_at)::float8 AS created_epoch
-                    FROM (SELECT p.ticket_id, p.opened_at AS at, 1 AS delta FROM ticket_open_periods p
-                          WHERE {within("p.opened_at")}
-                          UNION ALL
-                          SELECT p.ticket_id, p.closed_at, -1 FROM ticket_open_periods p
-                          WHERE {within("p.closed_at")}) m
-                    JOIN ticket_facts f ON f.ticket_id = m.ticket_id"""
-        statements.append((_statement(moved, groups, _MOVE_SUMS, ()), list(_MOVE_SUMS)))
+        rows = f"""SELECT {_bucket_sql("m.at", bucket)} AS bucket, {_DIMENSIONS_OF_F}, m.delta,
+                       extract(epoch FROM f.created_at)::float8 AS created_epoch
+                   FROM (SELECT p.ticket_id, p.opened_at AS at, 1 AS delta
+                         FROM {periods} p {where("p.opened_at")}
+                         UNION ALL
+                         SELECT p.ticket_id, p.closed_at, -1 FROM {periods} p {where("p.closed_at")}) m
+                   JOIN {facts} f ON f.ticket_id = m.ticket_id"""
+        statements.append((_statement(rows, groups, _MOVE_SUMS, ()), list(_MOVE_SUMS)))
     for sql, names in statements:
         for row in await conn.fetch(sql, *args):
             acc = _acc(accs, groups.key(row, convert(row["bucket"])))
             if row["part"]:
-                acc.add_histogram(row["part"], dict(zip(row["bins"], row["counts"], strict=True)))
+                counts = zip(row["bins"], row["counts"], strict=True)
+                acc.add_histogram(row["part"], {b: sign * n for b, n in counts})
                 continue
-            fields = acc.fields
+            sums_of = acc.fields
             for name, value in zip(names, row["sums"], strict=True):
                 if value is not None:
-                    fields[name] += value
+                    sums_of[name] += sign * value
 
 
 # --- rollups ---------------------------------------------------------------------------------
@@ -680,15 +698,6 @@ def _merge_ranges(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[dat
     return merged
 
 
-async def _dirty_days(conn: asyncpg.Connection, timezone: str) -> set[date]:
-    rows = await conn.fetch(
-        """SELECT DISTINCT (h.at AT TIME ZONE $1)::date AS d
-           FROM kpi_dirty, LATERAL (VALUES (hour), (hour + interval '3599.999999 seconds')) h(at)""",
-        timezone,
-    )
-    return {r["d"] for r in rows}
-
-
 async def _history(conn: asyncpg.Connection) -> tuple[datetime, datetime] | None:
     row = await conn.fetchrow(
         """SELECT (SELECT min(created_at) FROM ticket_facts) AS first,
@@ -699,15 +708,14 @@ async def _history(conn: asyncpg.Connection) -> tuple[datetime, datetime] | None
     return (row["first"], row["last"]) if row["first"] is not None else None
 
 
-async def _build_days(conn: asyncpg.Connection, timezone: str, days: Sequence[date]) -> int:
-    """Recompute these local days' rows from ticket_facts; returns the rows written."""
+async def _compute_days(conn: asyncpg.Connection, timezone: str, days: Sequence[date]) -> list[tuple]:
+    """These local days' kpi_daily rows, from ticket_facts as this transaction sees them."""
     zone = ZoneInfo(timezone)
     accs: dict[Key, Accumulator] = {}
-    ranges = _merge_ranges(_day_range(d, zone) for d in days)
     await _gather(
         conn,
         accs,
-        ranges=ranges,
+        ranges=_merge_ranges(_day_range(d, zone) for d in days),
         timezone=timezone,
         bucket=Bucket.DAY,
         sets=ROLLUP_GROUPINGS,
@@ -718,7 +726,7 @@ async def _build_days(conn: asyncpg.Connection, timezone: str, days: Sequence[da
     records, wanted = [], set(days)
     for (day, mask, values), acc in accs.items():
         if day not in wanted:
-            continue  # a move just outside: its own day is rebuilt on its own
+            continue  # a move just outside: its own day is built on its own
         records.append(
             (
                 timezone,
@@ -729,54 +737,75 @@ async def _build_days(conn: asyncpg.Connection, timezone: str, days: Sequence[da
                 *(_sparse_text(acc.histograms.get(name)) for name in HISTOGRAMS),
             )
         )
-    async with conn.transaction():
-        await conn.execute(
-            "DELETE FROM kpi_daily WHERE timezone = $1 AND day = ANY($2::date[])", timezone, list(days)
-        )
-        if records:
-            load_columns = ", ".join(
-                [f"{name} float8" for name in FIELDS] + [f"{name} text" for name in HISTOGRAMS]
-            )
-            await conn.execute(
-                f"""CREATE TEMP TABLE IF NOT EXISTS kpi_daily_load (timezone text, day date,
-                        grouping smallint, region text, module text, language text, agent_id text,
-                        priority text, channel text, {load_columns}) ON COMMIT DROP"""
-            )
-            await conn.copy_records_to_table("kpi_daily_load", records=records)
-            columns = ", ".join(
-                ["timezone", "day", "grouping", *(COLUMN[d] for d in DIMENSIONS), *FIELDS, *HISTOGRAMS]
-            )
-            values = ", ".join(
-                ["timezone", "day", "grouping", *(COLUMN[d] for d in DIMENSIONS), *FIELDS]
-                + [f"{name}::sparsevec::vector" for name in HISTOGRAMS]
-            )
-            await conn.execute(f"INSERT INTO kpi_daily ({columns}) SELECT {values} FROM kpi_daily_load")
-            await conn.execute("TRUNCATE kpi_daily_load")  # the next chunk of one refresh reuses it
-        await conn.execute(
-            """INSERT INTO kpi_days (timezone, day) SELECT $1, unnest($2::date[])
-               ON CONFLICT (timezone, day) DO UPDATE SET built_at = now()""",
-            timezone,
-            list(days),
-        )
-    return len(records)
+    return records
 
 
-async def refresh_rollups(conn: asyncpg.Connection, *, max_days: int = 1000) -> int:
-    """Rebuild stale days (their facts changed) and missing days (a new installation, a new
-    time zone), up to `max_days` zone-days per call. Returns the zone-days rebuilt. Safe to run
-    anywhere at any time: a second refresh running at once skips its turn."""
-    async with conn.transaction():
-        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _REFRESH_LOCK):
-            return 0
+async def _write_days(
+    conn: asyncpg.Connection, timezone: str, days: Sequence[date], records: list[tuple]
+) -> None:
+    await conn.execute(
+        "DELETE FROM kpi_daily WHERE timezone = $1 AND day = ANY($2::date[])", timezone, list(days)
+    )
+    if records:
+        load_columns = ", ".join(
+            [f"{name} float8" for name in FIELDS] + [f"{name} text" for name in HISTOGRAMS]
+        )
+        await conn.execute(
+            f"""CREATE TEMP TABLE IF NOT EXISTS kpi_daily_load (timezone text, day date,
+                    grouping smallint, region text, module text, language text, agent_id text,
+                    priority text, channel text, {load_columns}) ON COMMIT DROP"""
+        )
+        await conn.copy_records_to_table("kpi_daily_load", records=records)
+        columns = ", ".join(
+            ["timezone", "day", "grouping", *(COLUMN[d] for d in DIMENSIONS), *FIELDS, *HISTOGRAMS]
+        )
+        values = ", ".join(
+            ["timezone", "day", "grouping", *(COLUMN[d] for d in DIMENSIONS), *FIELDS]
+            + [f"{name}::sparsevec::vector" for name in HISTOGRAMS]
+        )
+        await conn.execute(f"INSERT INTO kpi_daily ({columns}) SELECT {values} FROM kpi_daily_load")
+        await conn.execute("TRUNCATE kpi_daily_load")  # the next zone of one refresh reuses it
+    await conn.execute(
+        """INSERT INTO kpi_days (timezone, day) SELECT $1, unnest($2::date[])
+           ON CONFLICT (timezone, day) DO UPDATE SET built_at = now()""",
+        timezone,
+        list(days),
+    )
+
+
+async def _pending_instants(conn: asyncpg.Connection, ids: list[int]) -> list[datetime]:
+    """Where pending tickets sit in the rollups (held) and will sit (now): creation and moves."""
+    parts = []
+    for facts, periods in (("ticket_facts", "ticket_open_periods"), ("kpi_held_facts", "kpi_held_periods")):
+        parts += [
+            f"SELECT created_at AS at FROM {facts} WHERE ticket_id = ANY($1::bigint[])",
+            f"SELECT opened_at FROM {periods} WHERE ticket_id = ANY($1::bigint[])",
+            f"SELECT closed_at FROM {periods} WHERE ticket_id = ANY($1::bigint[]) AND closed_at IS NOT NULL",
+        ]
+    return [r["at"] for r in await conn.fetch(" UNION ".join(parts), ids)]
+
+
+async def _refresh_once(conn: asyncpg.Connection, budget: int) -> tuple[int, bool]:
+    """Rebuild every day a pending ticket touches, and up to `budget` days never built, then
+    forget the pending tickets that did not change meanwhile. Returns (zone-days, more to build)."""
+    # One snapshot for what is pending, what it touches and the rows rebuilt from it.
+    async with conn.transaction(isolation="repeatable_read"):
         await _tune(conn)
         zones = await rollup_timezones(conn)
-        dirty = await conn.fetch("SELECT hour, version FROM kpi_dirty")
+        pending = await conn.fetch("SELECT ticket_id, version FROM kpi_pending")
+        ids = [r["ticket_id"] for r in pending]
+        instants = await _pending_instants(conn, ids) if ids else []
+        copies = {
+            table: await conn.fetch(f"SELECT * FROM {table} WHERE ticket_id = ANY($1::bigint[])", ids)
+            for table in HELD
+        }
         history = await _history(conn)
-        budget, rebuilt, finished = max_days, 0, True
+        work: dict[str, list[date]] = {}
+        more = False
         for timezone in zones:
             zone = ZoneInfo(timezone)
-            stale = await _dirty_days(conn, timezone)
-            missing: list[date] = []
+            touched = {at.astimezone(zone).date() for at in instants}
+            missing = []
             if history is not None:
                 built = {
                     r["day"]
@@ -784,31 +813,61 @@ async def refresh_rollups(conn: asyncpg.Connection, *, max_days: int = 1000) -> 
                 }
                 day, last = history[0].astimezone(zone).date(), history[1].astimezone(zone).date()
                 while day <= last:
-                    if day not in built:
+                    if day not in built and day not in touched:
                         missing.append(day)
                     day += timedelta(days=1)
-            todo = sorted(stale) + [d for d in missing if d not in stale]
-            if len(todo) > budget:
-                todo, finished = todo[:budget], False
-            budget -= len(todo)
-            for start in range(0, len(todo), REFRESH_CHUNK_DAYS):
-                await _build_days(conn, timezone, todo[start : start + REFRESH_CHUNK_DAYS])
-            rebuilt += len(todo)
-        if finished and dirty:
-            # Marks set meanwhile carry a newer version and stay for the next refresh.
-            await conn.execute(
-                """DELETE FROM kpi_dirty d
-                   USING unnest($1::timestamptz[], $2::bigint[]) AS seen(hour, version)
-                   WHERE d.hour = seen.hour AND d.version = seen.version""",
-                [r["hour"] for r in dirty],
-                [r["version"] for r in dirty],
-            )
-    return rebuilt
+            more |= len(missing) > budget
+            work[timezone] = sorted(touched | set(missing[: max(budget, 0)]))
+            budget -= len(missing)
+        records = {tz: await _compute_days(conn, tz, days) for tz, days in work.items() if days}
+    async with conn.transaction():
+        for timezone, days in work.items():
+            if days:
+                await _write_days(conn, timezone, days, records[timezone])
+        if ids:
+            # The rollups now hold each pending ticket as the snapshot saw it. Unchanged since:
+            # nothing is pending any more. Changed since: what is held is the snapshot's.
+            done = {
+                r["ticket_id"]
+                for r in await conn.fetch(
+                    """DELETE FROM kpi_pending p USING unnest($1::bigint[], $2::bigint[]) AS seen(t, v)
+                       WHERE p.ticket_id = seen.t AND p.version = seen.v RETURNING p.ticket_id""",
+                    ids,
+                    [r["version"] for r in pending],
+                )
+            }
+            for table, held in HELD.items():
+                await conn.execute(f"DELETE FROM {held} WHERE ticket_id = ANY($1::bigint[])", ids)
+                again = [tuple(r.values()) for r in copies[table] if r["ticket_id"] not in done]
+                if again:
+                    await conn.copy_records_to_table(
+                        held, records=again, columns=list(copies[table][0].keys())
+                    )
+    return sum(len(days) for days in work.values()), more
+
+
+async def refresh_rollups(conn: asyncpg.Connection, *, max_days: int = 1000) -> int:
+    """Bring kpi_daily up to date: the days pending tickets touch, and days never built (a new
+    installation, a new time zone), up to about `max_days` zone-days. Returns the zone-days
+    rebuilt. Safe anywhere at any time: a second refresh running at once skips its turn."""
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _REFRESH_LOCK):
+        return 0
+    try:
+        rebuilt, more = 0, True
+        while more and rebuilt < max_days:
+            done, more = await _refresh_once(conn, min(REFRESH_CHUNK_DAYS, max_days - rebuilt))
+            rebuilt += done
+        return rebuilt
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _REFRESH_LOCK)
 
 
 async def rebuild_rollups(conn: asyncpg.Connection) -> int:
+    """From scratch, from the facts as they are."""
     async with conn.transaction():
-        await conn.execute("TRUNCATE kpi_daily, kpi_days, kpi_dirty")
+        await conn.execute(
+            "TRUNCATE kpi_daily, kpi_days, kpi_pending, kpi_held_facts, kpi_held_legs, kpi_held_periods"
+        )
     total = 0
     while rebuilt := await refresh_rollups(conn):
         total += rebuilt
@@ -894,12 +953,11 @@ async def rollup_plan(
             "SELECT day FROM kpi_days WHERE timezone = $1 AND day BETWEEN $2 AND $3", q.timezone, first, last
         )
     }
-    clean = built - await _dirty_days(conn, q.timezone)
     cell_days, ranges = [], []
     day = first
     while day <= last:
         start, end = _day_range(day, zone)
-        if day in clean and q.start <= start and end <= q.end:
+        if day in built and q.start <= start and end <= q.end:
             cell_days.append(day)
         else:
             ranges.append((max(start, q.start), min(end, q.end)))
@@ -908,7 +966,7 @@ async def rollup_plan(
 
 
 async def _backlog(
-    conn: asyncpg.Connection, accs: dict[Key, Accumulator], q: KpiQuery, rollups: bool
+    conn: asyncpg.Connection, accs: dict[Key, Accumulator], q: KpiQuery, rollups: bool, pending: list[int]
 ) -> None:
     """Tickets open at each bucket's end (or at `to`): opened before it, not resolved before it."""
     zone, mask = q.zone, mask_of(q.group_by)
@@ -932,28 +990,28 @@ async def _backlog(
                 last,
             )
         }
-        clean = built - await _dirty_days(conn, q.timezone)
         days = [first + timedelta(days=n) for n in range((last - first).days)]
         daily: dict[Key, Accumulator] = {}
-        cell_days = [d for d in days if d in clean]
+        cell_days = [d for d in days if d in built]
         by_day_query = q.model_copy(update={"bucket": Bucket.DAY})
         await _read_cells(conn, daily, by_day_query, cell_days, fields=BACKLOG_FIELDS, histograms=())
-        ranges = [_day_range(d, zone) for d in days if d not in clean]
+        ranges = [_day_range(d, zone) for d in days if d not in built]
         midnight = local_midnight(last, zone)
         if last_instant > midnight:
             ranges.append((midnight, last_instant))  # the window ends within a day
-        await _gather(
-            conn,
-            daily,
-            ranges=_merge_ranges(ranges),
-            timezone=q.timezone,
-            bucket=Bucket.DAY,
-            sets=[q.group_by],
-            histograms=(),
-            cohort=False,
-            moves=True,
-            convert=lambda d: d.isoformat(),
-        )
+        moves_by_day = {
+            "timezone": q.timezone,
+            "bucket": Bucket.DAY,
+            "sets": [q.group_by],
+            "histograms": (),
+            "cohort": False,
+            "moves": True,
+            "convert": lambda d: d.isoformat(),
+        }
+        await _gather(conn, daily, ranges=_merge_ranges(ranges), **moves_by_day)
+        built_ranges = _merge_ranges(_day_range(d, zone) for d in cell_days)
+        for held in (False, True):
+            await _gather(conn, daily, ranges=built_ranges, tickets=pending, held=held, **moves_by_day)
         moves: dict[tuple, dict[date, tuple[float, float]]] = defaultdict(dict)
         for (day, _, values), acc in daily.items():
             moves[values][date.fromisoformat(day)] = (
@@ -972,19 +1030,46 @@ async def _backlog(
                 if n and counts[n - 1]:
                     _acc(accs, (key, mask, values)).add_backlog(counts[n - 1], epochs[n - 1])
         return
-    groups = _Groups([q.group_by], bucket=False)
+    # Without rollups: the tickets open at the first bucket's end, then each bucket's moves.
     keys = list(instants)
+    groups = _Groups([q.group_by], bucket=False)
     rows = await conn.fetch(
-        f"""SELECT n, {groups.select()}, count(*) AS backlog, sum(created_epoch) AS backlog_created_epoch
-            FROM (SELECT t.n, {_DIMENSIONS_OF_F}, extract(epoch FROM f.created_at)::float8 AS created_epoch
-                  FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(at, n)
-                  JOIN ticket_open_periods p ON tstzrange(p.opened_at, p.closed_at, '(]') @> t.at
-                  JOIN ticket_facts f ON f.ticket_id = p.ticket_id) w {groups.group_by("n")}""",
-        [instants[k] for k in keys],
+        f"""SELECT {groups.select()}, count(*) AS backlog, sum(created_epoch) AS backlog_created_epoch
+            FROM (SELECT {_DIMENSIONS_OF_F}, extract(epoch FROM f.created_at)::float8 AS created_epoch
+                  FROM ticket_open_periods p JOIN ticket_facts f ON f.ticket_id = p.ticket_id
+                  WHERE tstzrange(p.opened_at, p.closed_at, '(]') @> $1::timestamptz) w
+            {groups.group_by()}""",
+        instants[keys[0]],
     )
+    running: dict[tuple, list[float]] = {}
     for row in rows:
-        key = groups.key(row, keys[row["n"] - 1])
-        _acc(accs, key).add_backlog(row["backlog"], row["backlog_created_epoch"])
+        running[groups.key(row, None)[2]] = [row["backlog"], row["backlog_created_epoch"]]
+    moved: dict[Key, Accumulator] = {}
+    if len(keys) > 1:
+        await _gather(
+            conn,
+            moved,
+            ranges=[(instants[keys[0]], instants[keys[-1]])],
+            timezone=q.timezone,
+            bucket=q.bucket,
+            sets=[q.group_by],
+            histograms=(),
+            cohort=False,
+            moves=True,
+            convert=_bucket_value(q.bucket, zone),
+        )
+    by_bucket: dict[Any, list[tuple[tuple, Accumulator]]] = defaultdict(list)
+    for (bucket, _, values), acc in moved.items():
+        by_bucket[bucket].append((values, acc))
+    for n, key in enumerate(keys):
+        if n:
+            for values, acc in by_bucket.get(key, ()):
+                total = running.setdefault(values, [0.0, 0.0])
+                total[0] += acc.fields["backlog"]
+                total[1] += acc.fields["backlog_created_epoch"]
+        for values, (count, epoch) in running.items():
+            if count:
+                _acc(accs, (key, mask, values)).add_backlog(count, epoch)
 
 
 async def _tune(conn: asyncpg.Connection) -> None:
@@ -1007,19 +1092,22 @@ async def query(conn: asyncpg.Connection, q: KpiQuery) -> list[KpiRow]:
         cell_days, ranges = plan if plan is not None else ([], [(q.start, q.end)])
         cohort = [name for name in COHORT_FIELDS if name in fields]
         await _read_cells(conn, accs, q, cell_days, fields=cohort, histograms=histograms)
-        await _gather(
-            conn,
-            accs,
-            ranges=ranges,
-            timezone=q.timezone,
-            bucket=q.bucket,
-            sets=[q.group_by],
-            histograms=histograms,
-            fields=fields,
-            convert=_bucket_value(q.bucket, q.zone),
-        )
+        common = {
+            "timezone": q.timezone,
+            "bucket": q.bucket,
+            "sets": [q.group_by],
+            "histograms": histograms,
+            "fields": fields,
+            "convert": _bucket_value(q.bucket, q.zone),
+        }
+        await _gather(conn, accs, ranges=ranges, **common)
+        # Tickets that changed since the rollups were built: their facts now, less what is held.
+        pending = [r["ticket_id"] for r in await conn.fetch("SELECT ticket_id FROM kpi_pending")]
+        rolled = _merge_ranges(_day_range(d, q.zone) for d in cell_days)
+        for held in (False, True):
+            await _gather(conn, accs, ranges=rolled, tickets=pending, held=held, **common)
         if BACKLOG_METRICS & set(q.metrics):
-            await _backlog(conn, accs, q, plan is not None)
+            await _backlog(conn, accs, q, plan is not None, pending)
     cells = {
         (bucket, tuple(values[DIMENSIONS.index(d)] for d in q.group_by)): acc
         for (bucket, _, values), acc in accs.items()

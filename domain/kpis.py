@@ -1,10 +1,10 @@
 """Support KPIs, computed from the ticket timeline (the definitions are in docs/kpis.md).
 
 Pure and deterministic. `facts_from_timeline` turns one ticket's events into its `TicketFacts`;
-an `Accumulator` adds facts up into counts, sums and duration histograms, and `metrics` turns an
-accumulator into the published numbers. The database (db/kpis.py) fills accumulators from
-`ticket_facts` and the daily rollups instead of from Python objects, and ends in the same
-`metrics`, so every screen computes each number the same way.
+an `Accumulator` adds facts up into counts, sums and duration histograms, and `metric_values`
+turns an accumulator into the published numbers. The database (db/kpis.py) fills accumulators
+from `ticket_facts` and the daily rollups instead of from Python objects, and ends in the same
+`metric_values`, so every screen computes each number the same way.
 
 Percentiles are read from a fixed logarithmic grid (`bin_of`, `bin_value`) rather than the raw
 durations: that is what lets days of history be added up in advance, and the result is the same
@@ -673,7 +673,8 @@ class Accumulator:
         self.fields["backlog_created_epoch"] += created_epoch_sum
 
     def is_empty(self) -> bool:
-        return not any(self.fields.values())
+        # Counts, not sums: taking a changed ticket's old facts away may leave a sum at 1e-12.
+        return not (self.fields.get("tickets") or self.fields.get("legs") or self.fields.get("backlog"))
 
 
 # --- the published numbers -------------------------------------------------------------------
@@ -835,9 +836,15 @@ for _hist, (_count, _sum, _) in _DISTRIBUTIONS.items():
     }
 
 
+LEG_METRICS = frozenset(m for m in METRICS if m.startswith("region_"))
+
+
 def fields_for(metrics: Iterable[str]) -> set[str]:
-    """The accumulator fields these metrics need, plus what tells a group is there at all."""
-    return {"tickets", "legs"}.union(*(_NEEDS[m] for m in metrics))
+    """The accumulator fields these metrics need, plus what tells a group is there at all:
+    tickets, and legs when region metrics are asked for."""
+    metrics = set(metrics)
+    presence = {"tickets", "legs"} if metrics & LEG_METRICS else {"tickets"}
+    return presence.union(*(_NEEDS[m] for m in metrics))
 
 
 DEFAULT_METRICS = (
@@ -1046,7 +1053,7 @@ def aggregate(facts: Iterable[TicketFacts], query: KpiQuery) -> list[KpiRow]:
             continue
         key = bucket_key(f.created_at, query.bucket, zone)
         cells[(key, tuple(f.dimension(d) for d in query.group_by))].add_ticket(f)
-        for leg in f.legs:
+        for leg in f.legs if LEG_METRICS & set(query.metrics) else ():
             group = tuple(
                 leg.region if d == "region" else leg.agent_id if d == "agent" else f.dimension(d)
                 for d in query.group_by

@@ -461,7 +461,7 @@ def random_story(rng: random.Random, start: datetime) -> Story:
 @pytest_asyncio.fixture(loop_scope="session")
 async def kpi_db(db: asyncpg.Pool) -> asyncpg.Pool:
     async with db.acquire() as conn:
-        await conn.execute("TRUNCATE kpi_daily, kpi_days, kpi_dirty")
+        await conn.execute("TRUNCATE kpi_daily, kpi_days")
     for customer in ("acme", "globex", "sakura"):
         await add_customer(db, customer)
     return db
@@ -531,19 +531,20 @@ async def test_postgresql_agrees_with_the_timeline_on_every_path(kpi_db):
         same(want, got)
     async with kpi_db.acquire() as conn:
         assert await kpis.refresh_rollups(conn) > 0
-        assert await conn.fetchval("SELECT count(*) FROM kpi_dirty") == 0
+        assert await conn.fetchval("SELECT count(*) FROM kpi_pending") == 0
         days, edges = await kpis.rollup_plan(conn, queries[1])
         assert len(days) == 2 and len(edges) == 2  # 7 and 8 March in New York, and two partial days
         assert await kpis.rollup_plan(conn, queries[4]) is None  # language x priority: no rollup
     for got, want in zip(await answers(), expected, strict=True):  # from the rollups where they can
         same(want, got)
 
-    # A ticket moves on after the rollups were built: its day is read from the facts until the next refresh.
+    # A ticket moves on after the rollups were built: until the next refresh, queries add its
+    # facts now and take away those the rollups hold.
     story = stories[0].message(5000).reopened(5000)
     await append(kpi_db, ids[0], story.events[-2:])
     async with kpi_db.acquire() as conn:
         assert (await kpis.refresh_ticket_facts(conn, ids[0])).reopens == facts[0].reopens + 1
-        assert await conn.fetchval("SELECT count(*) FROM kpi_dirty") > 0
+        assert await conn.fetchval("SELECT count(*) FROM kpi_held_facts") == 1  # as the rollups hold it
     facts = await stored_facts(kpi_db, ids)
     expected = [aggregate(facts, q) for q in queries]
     for got, want in zip(await answers(), expected, strict=True):
@@ -552,6 +553,47 @@ async def test_postgresql_agrees_with_the_timeline_on_every_path(kpi_db):
         await kpis.refresh_rollups(conn)
     for got, want in zip(await answers(), expected, strict=True):
         same(want, got)
+
+
+async def test_a_ticket_changing_while_the_rollups_refresh_is_not_lost(kpi_db, monkeypatch):
+    rng = random.Random(3)
+    stories = [conversation()] + [
+        random_story(rng, MONDAY + timedelta(hours=rng.randint(0, 96))) for _ in range(20)
+    ]
+    ids = await saved(kpi_db, stories)
+    async with kpi_db.acquire() as conn:
+        await kpis.refresh_rollups(conn)
+    window = query(group_by=("region",), bucket=Bucket.DAY, timezone="Europe/Dublin")
+    reopened = stories[0].message(500).reopened(500)
+    await append(kpi_db, ids[0], reopened.events[-2:])
+    async with kpi_db.acquire() as conn:
+        await kpis.refresh_ticket_facts(conn, ids[0])  # pending, with its first facts held
+    answered = reopened.assigned(501, "bob", "americas").reply(520, "bob").resolved(530)
+    compute_days, raced = kpis._compute_days, []
+
+    async def change_meanwhile(conn, timezone, days):
+        if not raced:  # after the refresh took its snapshot, before it writes
+            raced.append(True)
+            await append(kpi_db, ids[0], answered.events[-3:])
+            async with kpi_db.acquire() as other:
+                await kpis.refresh_ticket_facts(other, ids[0])
+        return await compute_days(conn, timezone, days)
+
+    monkeypatch.setattr(kpis, "_compute_days", change_meanwhile)
+    async with kpi_db.acquire() as conn:
+        await kpis.refresh_rollups(conn)
+        # Still pending, now held as the refresh saw it: reopened, not yet resolved again.
+        assert await conn.fetchval("SELECT ticket_id FROM kpi_pending") == ids[0]
+        assert await conn.fetchval("SELECT reopens FROM kpi_held_facts") == 1
+        assert await conn.fetchval("SELECT resolved_at FROM kpi_held_facts") is None
+        got = await kpis.query(conn, window)
+    same(aggregate(await stored_facts(kpi_db, ids), window), got)
+    monkeypatch.undo()
+    async with kpi_db.acquire() as conn:
+        await kpis.refresh_rollups(conn)
+        assert await conn.fetchval("SELECT count(*) FROM kpi_pending") == 0
+        got = await kpis.query(conn, window)
+    same(aggregate(await stored_facts(kpi_db, ids), window), got)
 
 
 async def test_facts_refresh_only_when_the_timeline_grew_and_backfill_catches_up(kpi_db):

@@ -191,10 +191,19 @@ CREATE TABLE kpi_days (
     PRIMARY KEY (timezone, day)
 );
 
--- UTC hours whose tickets' facts changed since the rollups were built; queries read those
--- days from ticket_facts instead. `version` tells a refresh which marks it has consumed.
-CREATE SEQUENCE kpi_dirty_version;
-CREATE TABLE kpi_dirty (
-    hour     timestamptz PRIMARY KEY,
-    version  bigint NOT NULL
+-- Tickets whose facts changed since the rollups were built, and what the rollups hold of them:
+-- their facts, legs and open periods as they were then (nothing for a ticket new since). A query
+-- adds each such ticket's current facts and takes away the held ones, so rollups are never stale;
+-- a refresh rebuilds the days they touch and forgets them. `version` tells a refresh whether a
+-- ticket changed again meanwhile.
+CREATE SEQUENCE kpi_pending_version;
+CREATE TABLE kpi_pending (
+    ticket_id  bigint PRIMARY KEY REFERENCES tickets (id),
+    version    bigint NOT NULL
 );
+CREATE TABLE kpi_held_facts (LIKE ticket_facts INCLUDING DEFAULTS, PRIMARY KEY (ticket_id),
+                             FOREIGN KEY (ticket_id) REFERENCES tickets (id));
+CREATE TABLE kpi_held_legs (LIKE ticket_legs INCLUDING DEFAULTS, PRIMARY KEY (ticket_id, leg),
+                            FOREIGN KEY (ticket_id) REFERENCES tickets (id));
+CREATE TABLE kpi_held_periods (LIKE ticket_open_periods INCLUDING DEFAULTS, PRIMARY KEY (ticket_id, opened_at),
+                               FOREIGN KEY (ticket_id) REFERENCES tickets (id));
