@@ -17,6 +17,7 @@ from __future__ import annotations
 import array
 import bisect
 import itertools
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
@@ -71,21 +72,17 @@ ROLLUP_GROUPINGS: tuple[tuple[str, ...], ...] = (
 )
 COLUMN = {d: "agent_id" if d == "agent" else d for d in DIMENSIONS}
 BACKLOG_METRICS = frozenset({"backlog", "backlog_age_mean"})
-BACKLOG_FIELDS = ("backlog", "backlog_created_epoch")  # in kpi_daily: the moves of that day
-COHORT_FIELDS = tuple(name for name in FIELDS if name not in BACKLOG_FIELDS)
+# In kpi_daily the backlog fields are that day's moves, not the cohort's: read apart.
+COHORT_FIELDS = tuple(name for name in FIELDS if name not in ("backlog", "backlog_created_epoch"))
 _FACTS_LOCK = 7_262_042  # advisory lock class: one facts refresh per ticket at a time
 _REFRESH_LOCK = 7_262_043  # one rollup refresh at a time
-REFRESH_CHUNK_DAYS = 31
+REFRESH_CHUNK_DAYS = 31  # days never built are built this many (zone-days) per snapshot
 
 Key = tuple[Any, int, tuple[str | None, ...]]  # (bucket, grouping mask, six dimension values)
 
 
 def mask_of(dims: Iterable[str]) -> int:
     return sum(1 << DIMENSIONS.index(d) for d in dims)
-
-
-def dims_of(mask: int) -> tuple[str, ...]:
-    return tuple(d for i, d in enumerate(DIMENSIONS) if mask & (1 << i))
 
 
 ROLLUP_MASKS = frozenset(mask_of(g) for g in ROLLUP_GROUPINGS)
@@ -277,8 +274,11 @@ def leg_rows(f: TicketFacts) -> list[dict[str, Any]]:
 
 
 def period_rows(f: TicketFacts) -> list[dict[str, Any]]:
+    dimensions = {"created_at": f.created_at, "region": f.region, "agent_id": f.agent_id, "module": f.module}
+    dimensions |= {"language": f.language, "priority": f.priority, "channel": f.channel}
     return [
-        {"ticket_id": f.ticket_id, "opened_at": p.opened_at, "closed_at": p.closed_at} for p in f.open_periods
+        {"ticket_id": f.ticket_id, "opened_at": p.opened_at, "closed_at": p.closed_at, **dimensions}
+        for p in f.open_periods
     ]
 
 
@@ -393,30 +393,40 @@ async def link_same_issues(conn: asyncpg.Connection) -> None:
 
 
 async def backfill(pool: asyncpg.Pool, *, only_stale: bool = True, batch: int = 500) -> int:
-    """Facts for every ticket whose timeline is ahead of them (or all, with only_stale=False),
-    then a rebuild of the rollups. For a new installation, after a calendar or policy edit, or
-    when a projection failed to refresh its facts. Returns how many tickets were recomputed."""
+    """Facts for tickets whose timeline is ahead of them (a projection failed to refresh them),
+    one by one, and the rollups brought up to date. With only_stale=False, every ticket's facts
+    recomputed in bulk and the rollups rebuilt: for an installation that has tickets but no facts
+    yet, or after editing calendars or SLA policies. Returns how many tickets were recomputed."""
     done, after = 0, 0
     async with pool.acquire() as conn:
         context = SlaContext(conn)
         while True:
-            ids = await conn.fetch(
-                """SELECT t.id FROM tickets t LEFT JOIN ticket_facts f ON f.ticket_id = t.id
-                   WHERE t.id > $1 AND (NOT $2 OR f.ticket_id IS NULL
-                         OR f.last_seq < (SELECT max(seq) FROM ticket_events e WHERE e.ticket_id = t.id))
-                   ORDER BY t.id LIMIT $3""",
-                after,
-                only_stale,
-                batch,
-            )
+            ids = [
+                r["id"]
+                for r in await conn.fetch(
+                    """SELECT t.id FROM tickets t LEFT JOIN ticket_facts f ON f.ticket_id = t.id
+                       WHERE t.id > $1 AND (NOT $2 OR f.ticket_id IS NULL
+                             OR f.last_seq < (SELECT max(seq) FROM ticket_events e WHERE e.ticket_id = t.id))
+                       ORDER BY t.id LIMIT $3""",
+                    after,
+                    only_stale,
+                    batch,
+                )
+            ]
             if not ids:
                 break
-            after = ids[-1]["id"]
-            facts = await compute_facts(conn, [r["id"] for r in ids], context)
+            after = ids[-1]
+            if only_stale:
+                done += sum([await refresh_ticket_facts(conn, ticket_id) is not None for ticket_id in ids])
+                continue
+            facts = await compute_facts(conn, ids, context)
             await write_facts(conn, facts)
             done += len(facts)
-        await link_same_issues(conn)
-        await rebuild_rollups(conn)
+        if only_stale:
+            await refresh_rollups(conn)
+        else:
+            await link_same_issues(conn)
+            await rebuild_rollups(conn)
     return done
 
 
@@ -534,14 +544,15 @@ _HISTOGRAM_BINS = {
 }
 assert set(_TICKET_SUMS) | set(_LEG_SUMS) | set(_MOVE_SUMS) == set(FIELDS)
 _DIMENSIONS_OF_F = "f.region, f.module, f.language, f.agent_id AS agent, f.priority, f.channel"
-_FACT_COLUMNS = f"""{_DIMENSIONS_OF_F}, f.created_at, f.previous_same_issue_at, f.first_response_s,
-    f.first_response_bs, f.first_response_bin, f.first_response_bbin, f.resolved_at, f.resolution_s,
-    f.resolution_bs, f.resolution_bin, f.resolution_bbin, f.resolutions, f.reopens, f.agent_resolved,
-    f.first_contact, f.self_service, f.csat_sent, f.csat_received, f.csat_score_sum, f.csat_satisfied,
-    f.handoffs, f.escalations, f.sla_first_response, f.sla_resolution, f.sla_periodic_update, f.nr_bins,
-    f.nr_bbins, f.nr_sum_s, f.nr_sum_bs, f.nr_met, f.nr_breached"""
+_DIMENSIONS_OF_M = _DIMENSIONS_OF_F.replace("f.", "m.")
 _LEG_COLUMNS = """l.region, l.module, l.language, l.agent_id AS agent, l.priority, l.channel, l.owed,
     l.response_s, l.response_bs, l.response_bin, l.response_bbin, l.ended_at, l.held_s"""
+
+
+def _columns_read(sums: dict[str, str], histograms: Iterable[str]) -> str:
+    """The facts columns some sums and histograms read (the window's rows carry only those)."""
+    sql = " ".join([*sums.values(), *(" ".join(_HISTOGRAM_BINS[h]) for h in histograms)])
+    return "".join(f", f.{column}" for column in sorted(set(re.findall(r"\bw\.(\w+)", sql))))
 
 
 def _sparse_text(histogram: dict[int, float] | None) -> str | None:
@@ -638,10 +649,11 @@ async def _gather(
     histograms = list(histograms)
     statements: list[tuple[str, list[str]]] = []
     if cohort:
-        rows = f"""SELECT {_bucket_sql("f.created_at", bucket)} AS bucket, {_FACT_COLUMNS}
-                   FROM {facts} f {where("f.created_at")}"""
         ticket_histograms = [h for h in histograms if h not in LEG_HISTOGRAMS]
         sums = {name: sql for name, sql in _TICKET_SUMS.items() if name in fields}
+        rows = f"""SELECT {_bucket_sql("f.created_at", bucket)} AS bucket, {_DIMENSIONS_OF_F}
+                       {_columns_read(sums, ticket_histograms)}
+                   FROM {facts} f {where("f.created_at")}"""
         statements.append((_statement(rows, groups, sums, ticket_histograms), list(sums)))
         leg_histograms = [h for h in histograms if h in LEG_HISTOGRAMS]
         sums = {name: sql for name, sql in _LEG_SUMS.items() if name in fields}
@@ -650,13 +662,11 @@ async def _gather(
                        FROM {legs} l {where("l.created_at")}"""
             statements.append((_statement(rows, groups, sums, leg_histograms), list(sums)))
     if moves:
-        rows = f"""SELECT {_bucket_sql("m.at", bucket)} AS bucket, {_DIMENSIONS_OF_F}, m.delta,
-                       extract(epoch FROM f.created_at)::float8 AS created_epoch
-                   FROM (SELECT p.ticket_id, p.opened_at AS at, 1 AS delta
-                         FROM {periods} p {where("p.opened_at")}
+        rows = f"""SELECT {_bucket_sql("m.at", bucket)} AS bucket, {_DIMENSIONS_OF_M}, m.delta,
+                       extract(epoch FROM m.created_at)::float8 AS created_epoch
+                   FROM (SELECT p.*, p.opened_at AS at, 1 AS delta FROM {periods} p {where("p.opened_at")}
                          UNION ALL
-                         SELECT p.ticket_id, p.closed_at, -1 FROM {periods} p {where("p.closed_at")}) m
-                   JOIN {facts} f ON f.ticket_id = m.ticket_id"""
+                         SELECT p.*, p.closed_at, -1 FROM {periods} p {where("p.closed_at")}) m"""
         statements.append((_statement(rows, groups, _MOVE_SUMS, ()), list(_MOVE_SUMS)))
     for sql, names in statements:
         for row in await conn.fetch(sql, *args):
@@ -991,10 +1001,47 @@ async def _backlog(
             )
         }
         days = [first + timedelta(days=n) for n in range((last - first).days)]
-        daily: dict[Key, Accumulator] = {}
         cell_days = [d for d in days if d in built]
-        by_day_query = q.model_copy(update={"bucket": Bucket.DAY})
-        await _read_cells(conn, daily, by_day_query, cell_days, fields=BACKLOG_FIELDS, histograms=())
+        untils = {key: at.astimezone(zone).date() for key, at in instants.items()}
+        totals: dict[tuple[Any, tuple], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        if cell_days:
+            # The built days' moves, one lean row per day and group, added up as they come.
+            dims = [COLUMN[d] for d in DIMENSIONS if d in q.group_by]
+            between = days[days.index(cell_days[0]) : days.index(cell_days[-1])]
+            rows = await conn.fetch(
+                f"""SELECT {", ".join([*dims, "day"])}, sum(backlog) AS moved,
+                           sum(backlog_created_epoch) AS moved_epoch
+                    FROM kpi_daily WHERE timezone = $1 AND grouping = $2 AND day BETWEEN $3 AND $4
+                         AND day <> ALL($5::date[])
+                    GROUP BY {", ".join([*dims, "day"])} ORDER BY {", ".join([*dims, "day"])}""",
+                q.timezone,
+                mask,
+                cell_days[0],
+                cell_days[-1],
+                sorted(set(between) - set(cell_days)),
+            )
+            ends = sorted((until, key) for key, until in untils.items())
+            values, count, epoch, i = None, 0.0, 0.0, 0
+            for row in [*rows, None]:
+                group = (
+                    tuple(row[COLUMN[d]] if d in q.group_by else None for d in DIMENSIONS) if row else None
+                )
+                if group != values or row is None:
+                    for _, key in ends[i:] if values is not None else ():
+                        totals[(key, values)][0] += count
+                        totals[(key, values)][1] += epoch
+                    values, count, epoch, i = group, 0.0, 0.0, 0
+                if row is None:
+                    break
+                while i < len(ends) and ends[i][0] <= row["day"]:  # instants before this day
+                    totals[(ends[i][1], values)][0] += count
+                    totals[(ends[i][1], values)][1] += epoch
+                    i += 1
+                count += row["moved"]
+                epoch += row["moved_epoch"]
+        # The rest, day by day: days not built, the part of a day before `to`, and what pending
+        # tickets changed on the built days.
+        daily: dict[Key, Accumulator] = {}
         ranges = [_day_range(d, zone) for d in days if d not in built]
         midnight = local_midnight(last, zone)
         if last_instant > midnight:
@@ -1006,38 +1053,39 @@ async def _backlog(
             "histograms": (),
             "cohort": False,
             "moves": True,
-            "convert": lambda d: d.isoformat(),
+            "convert": lambda d: d,
         }
         await _gather(conn, daily, ranges=_merge_ranges(ranges), **moves_by_day)
         built_ranges = _merge_ranges(_day_range(d, zone) for d in cell_days)
         for held in (False, True):
             await _gather(conn, daily, ranges=built_ranges, tickets=pending, held=held, **moves_by_day)
-        moves: dict[tuple, dict[date, tuple[float, float]]] = defaultdict(dict)
+        by_group: dict[tuple, dict[date, Accumulator]] = defaultdict(dict)
         for (day, _, values), acc in daily.items():
-            moves[values][date.fromisoformat(day)] = (
-                acc.fields["backlog"],
-                acc.fields["backlog_created_epoch"],
-            )
-        for values, by_day in moves.items():
-            # Running totals per group, then each instant takes the total of the days before it.
+            by_group[values][day] = acc
+        for values, by_day in by_group.items():
             ordered = sorted(by_day)
-            counts = list(itertools.accumulate(by_day[d][0] for d in ordered))
-            epochs = list(itertools.accumulate(by_day[d][1] for d in ordered))
+            counts = list(itertools.accumulate(by_day[d].fields["backlog"] for d in ordered))
+            epochs = list(itertools.accumulate(by_day[d].fields["backlog_created_epoch"] for d in ordered))
             for key, at in instants.items():
-                until = at.astimezone(zone).date()
+                until = untils[key]
                 partial = at > local_midnight(until, zone)  # the moves of that day up to `at` count too
                 n = bisect.bisect_right(ordered, until) if partial else bisect.bisect_left(ordered, until)
-                if n and counts[n - 1]:
-                    _acc(accs, (key, mask, values)).add_backlog(counts[n - 1], epochs[n - 1])
+                if n:
+                    total = totals[(key, values)]
+                    total[0] += counts[n - 1]
+                    total[1] += epochs[n - 1]
+        for (key, values), (count, epoch) in totals.items():
+            if count:
+                _acc(accs, (key, mask, values)).add_backlog(count, epoch)
         return
     # Without rollups: the tickets open at the first bucket's end, then each bucket's moves.
     keys = list(instants)
     groups = _Groups([q.group_by], bucket=False)
     rows = await conn.fetch(
         f"""SELECT {groups.select()}, count(*) AS backlog, sum(created_epoch) AS backlog_created_epoch
-            FROM (SELECT {_DIMENSIONS_OF_F}, extract(epoch FROM f.created_at)::float8 AS created_epoch
-                  FROM ticket_open_periods p JOIN ticket_facts f ON f.ticket_id = p.ticket_id
-                  WHERE tstzrange(p.opened_at, p.closed_at, '(]') @> $1::timestamptz) w
+            FROM (SELECT {_DIMENSIONS_OF_M}, extract(epoch FROM m.created_at)::float8 AS created_epoch
+                  FROM ticket_open_periods m
+                  WHERE tstzrange(m.opened_at, m.closed_at, '(]') @> $1::timestamptz) w
             {groups.group_by()}""",
         instants[keys[0]],
     )

@@ -79,10 +79,18 @@ CREATE TABLE ticket_legs (
 CREATE INDEX ticket_legs_created ON ticket_legs (created_at);
 
 -- When the ticket was open (created or reopened, until resolved): the backlog at any instant.
+-- The ticket's creation and dimensions are repeated, so the backlog is counted without a join.
 CREATE TABLE ticket_open_periods (
-    ticket_id  bigint NOT NULL REFERENCES ticket_facts (ticket_id),
-    opened_at  timestamptz NOT NULL,
-    closed_at  timestamptz,
+    ticket_id   bigint NOT NULL REFERENCES ticket_facts (ticket_id),
+    opened_at   timestamptz NOT NULL,
+    closed_at   timestamptz,
+    created_at  timestamptz NOT NULL,
+    region      text,
+    agent_id    text,
+    module      text,
+    language    text,
+    priority    text,
+    channel     text NOT NULL,
     PRIMARY KEY (ticket_id, opened_at)
 );
 CREATE INDEX ticket_open_periods_opened ON ticket_open_periods (opened_at);
