@@ -48,6 +48,8 @@ ALWAYS = Shift(days=[1, 2, 3, 4, 5, 6, 7], start=time(0), end=time(0))
 STATE_TABLES = [
     "notifications",
     "problems",
+    "glossary_terms",
+    "translation_cache",
     "assignment_offers",
     "ticket_queue",
     "agent_claims",

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import aiosmtplib
@@ -36,6 +35,7 @@ from activities.channels import ChannelActivities, ChannelSettings
 from activities.notifications import NotificationActivities
 from domain.pages import Page, PageAction, PageChannel
 from tests.conftest import add_customer, saved_ticket
+from tests.loopback import JsonHandler, Loopback
 
 AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
@@ -73,7 +73,7 @@ def default_reply(path: str, body: bytes) -> tuple[int, bytes, str]:
     return 200, b"ok", "text/plain; charset=utf-8"
 
 
-class Http:
+class Http(Loopback):
     """Records POSTs; answers each with the next scripted reply, else as Slack or PagerDuty would."""
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ class Http:
         self._lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with server._lock:
@@ -94,32 +94,12 @@ class Http:
                 if reply.status:
                     status = reply.status
                     answer = reply.body if reply.body is not None else json.dumps({"s": status}).encode()
-                self.send_response(status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.send_json(status, answer, reply.headers, content_type)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.serve(Handler)
 
     def answer(self, *replies: int | Reply) -> None:
         self.script.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
-
-    def __enter__(self) -> Http:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
 
 
 # --- a real SMTP server -----------------------------------------------------------------------

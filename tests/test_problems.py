@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
@@ -25,6 +23,7 @@ from db import problems
 from domain.problems import RepeatIssueRules, SimilarPair, group_repeats
 from meridian import temporal
 from tests.conftest import add_customer, make_settings, running_worker, saved_ticket
+from tests.loopback import JsonHandler, Loopback
 from workflows.problems import RepeatIssuesWorkflow
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -61,7 +60,7 @@ def test_a_ticket_joins_one_group_only():
 
 
 @dataclass
-class Jira:
+class Jira(Loopback):
     issues: dict[str, dict] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)
@@ -101,14 +100,8 @@ class Jira:
 def jira() -> Iterator[Jira]:
     state = Jira()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(JsonHandler):
+        _answer = JsonHandler.send_json
 
         def _authorised(self) -> bool:
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -139,16 +132,9 @@ def jira() -> Iterator[Jira]:
                 return self._answer(404, {"errorMessages": ["not found"]})
             self._answer(*state.create(body))
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    state.serve(Handler)
+    with state:
+        yield state
     assert state.violations == []
 
 

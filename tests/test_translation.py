@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import asyncpg
@@ -65,6 +64,7 @@ from domain.translation import (
     text_hash,
 )
 from meridian.settings import Settings
+from tests.loopback import JsonHandler, Loopback
 
 LIBRE_KEY = "libre-test-key"
 DEEPL_KEY = "0a1b2c3d-0000-4000-8000-000000000000:fx"
@@ -150,7 +150,7 @@ class Reply:
     delay: float = 0.0
 
 
-class Providers:
+class Providers(Loopback):
     """LibreTranslate at `/translate`, DeepL at `/v2/translate`."""
 
     def __init__(self) -> None:
@@ -160,7 +160,7 @@ class Providers:
         self._lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -182,24 +182,9 @@ class Providers:
                     status, answer, extra = server.deepl(headers, body)
                 else:
                     status, answer, extra = 404, {"error": "Not Found"}, {}
-                data = json.dumps(answer).encode()
-                try:
-                    self.send_response(status)
-                    for name, value in extra.items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (the timeout tests)
+                self.send_json(status, answer, extra)
 
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.serve(Handler)
 
     def violation(self, what: str) -> tuple[int, dict, dict]:
         self.violations.append(what)
@@ -252,15 +237,6 @@ class Providers:
 
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
-
-    def __enter__(self) -> Providers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
