@@ -22,3 +22,10 @@ class ProjectionActivities:
                 # Its own transaction, after the projection's: KPIs never undo or hold up a ticket.
                 await kpis.refresh_ticket_facts_quietly(conn, batch.snapshot.ticket_id)
             return applied
+
+    @activity.defn(name="refresh_kpi_rollups")
+    async def refresh_kpi_rollups(self, max_days: int) -> int:
+        """Brings the daily KPI rollups up to date with the tickets changed since the last run;
+        a run that finds another one under way skips its turn."""
+        async with self.pool.acquire() as conn:
+            return await kpis.refresh_rollups(conn, max_days=max_days)

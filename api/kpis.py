@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from datetime import date, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import asyncpg
-import structlog
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
@@ -29,13 +26,9 @@ from domain.kpis import (
 )
 
 router = APIRouter(prefix="/v1", tags=["kpis"])
-log = structlog.get_logger(__name__)
 
 MAX_SPAN = timedelta(days=400)
 MAX_HOUR_SPAN = timedelta(days=31)
-# Rollups are brought up to date after a request, at most this often per API process.
-REFRESH_EVERY_SECONDS = 30.0
-_last_refresh = 0.0
 
 
 class KpiAnswer(BaseModel):
@@ -117,20 +110,6 @@ def _csv(query: KpiQuery, rows: list[KpiRow]) -> str:
     return out.getvalue()
 
 
-async def _refresh_rollups(pool: asyncpg.Pool) -> None:
-    global _last_refresh
-    if time.monotonic() - _last_refresh < REFRESH_EVERY_SECONDS:
-        return
-    _last_refresh = time.monotonic()
-    try:
-        async with pool.acquire() as conn:
-            rebuilt = await kpis.refresh_rollups(conn, max_days=200)
-        if rebuilt:
-            log.info("kpi rollups refreshed", days=rebuilt)
-    except (OSError, asyncpg.PostgresError):
-        log.exception("kpi rollups not refreshed; the next request tries again")
-
-
 @router.get(
     "/kpis",
     response_model=KpiAnswer,
@@ -138,7 +117,6 @@ async def _refresh_rollups(pool: asyncpg.Pool) -> None:
 )
 async def get_kpis(
     request: Request,
-    background: BackgroundTasks,
     start: Annotated[str, Query(alias="from", max_length=40, description="date or ISO 8601 time")],
     end: Annotated[str, Query(alias="to", max_length=40, description="exclusive")],
     group_by: Annotated[
@@ -160,7 +138,6 @@ async def get_kpis(
     pool = request.app.state.pool
     async with pool.acquire() as conn:
         rows = await kpis.query(conn, query)
-    background.add_task(_refresh_rollups, pool)
     if accept and "text/csv" in accept:
         return Response(_csv(query, rows), media_type="text/csv; charset=utf-8")
     answer = KpiAnswer(

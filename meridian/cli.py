@@ -4,6 +4,7 @@ meridian dev       everything locally: Temporal, PostgreSQL, migrations, demo da
 meridian worker    the Temporal worker
 meridian api       the HTTP API (uvicorn)
 meridian migrate   apply database migrations
+meridian kpis      recompute KPI facts (backfill) or bring the daily rollups up to date (refresh)
 meridian demo      file multilingual tickets through the API and watch them progress
 """
 
@@ -41,6 +42,29 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> None:
         raise SystemExit("DATABASE_URL is not set")
     applied = asyncio.run(migrate(settings.database_url))
     print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+
+
+def cmd_kpis(settings: Settings, args: argparse.Namespace) -> None:
+    from db import kpis
+    from db.pool import create_pool
+
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set")
+
+    async def run() -> str:
+        pool = await create_pool(settings.database_url)
+        try:
+            if args.action == "backfill":
+                tickets = await kpis.backfill(pool, only_stale=not args.all)
+                rollups = "rebuilt" if args.all else "brought up to date"
+                return f"KPI facts recomputed for {tickets} tickets; rollups {rollups}"
+            async with pool.acquire() as conn:
+                days = await kpis.refresh_rollups(conn)
+            return f"KPI rollups refreshed: {days} zone-days rebuilt"
+        finally:
+            await pool.close()
+
+    print(asyncio.run(run()))
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -205,6 +229,17 @@ def main(argv: list[str] | None = None) -> None:
     api.add_argument("--host")
     api.add_argument("--port", type=int)
     sub.add_parser("migrate", help="apply database migrations")
+    kpi = sub.add_parser("kpis", help="recompute KPI facts and rollups (docs/kpis.md)")
+    kpi.add_argument(
+        "action",
+        choices=["backfill", "refresh"],
+        help="backfill: facts of tickets behind their timeline; refresh: the daily rollups now",
+    )
+    kpi.add_argument(
+        "--all",
+        action="store_true",
+        help="with backfill: every ticket and every rollup, e.g. after editing a calendar or an SLA policy",
+    )
     demo = sub.add_parser("demo", help="file demo tickets through the API")
     demo.add_argument("--url", help="API base URL (default from settings)")
     args = parser.parse_args(argv)
@@ -220,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         "worker": cmd_worker,
         "api": cmd_api,
         "migrate": cmd_migrate,
+        "kpis": cmd_kpis,
         "demo": cmd_demo,
     }
     handlers[args.command](settings, args)

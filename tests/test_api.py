@@ -380,6 +380,14 @@ async def test_housekeeping_starts_a_ticket_whose_workflow_never_started(api):
     assert report.started == 1
     ticket = await api.wait_for(row["id"], lambda t: t["status"] == "open")
     assert ticket["assignee_id"] == "alice"
+    # The next run builds the KPI rollups of the days the ticket's history now touches.
+    report = await api.client.execute_workflow(
+        HousekeepingWorkflow.run, id=f"housekeeping-{uuid.uuid4()}", task_queue=api.settings.task_queue
+    )
+    assert report.kpi_days > 0
+    async with api.http._transport.app.state.pool.acquire() as conn:
+        built = await conn.fetchval("SELECT count(*) FROM kpi_days WHERE timezone = 'UTC'")
+    assert built >= 1
 
 
 async def test_directory_crud_and_its_errors(api):

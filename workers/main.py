@@ -119,6 +119,7 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
         assignment.hand_off,
         assignment.current_shift,
         projection.project_ticket,
+        projection.refresh_kpi_rollups,
         notifications.deliver_notification,
         intake.start_unstarted_tickets,
         calendars.sla_calendar,

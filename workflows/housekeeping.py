@@ -19,11 +19,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.assignment import AssignmentActivities
     from activities.embeddings import EmbeddingActivities
     from activities.intake import IntakeActivities
+    from activities.projection import ProjectionActivities
 
 
 CHORE_RETRY = RetryPolicy(maximum_attempts=3)
 EMBEDDING_SWEEP = "embedding-sweep"  # workflow.patched: knowledge-base translations left unindexed
+KPI_REFRESH = "kpi-rollup-refresh"  # workflow.patched: the daily KPI rollups follow changed tickets
 SWEEP_BATCH = 20
+# Zone-days one run may rebuild: a day's changes touch a few; a new time zone's year is spread
+# over runs instead of holding one activity for minutes.
+KPI_REFRESH_DAYS = 120
 
 
 class HousekeepingReport(BaseModel):
@@ -31,6 +36,7 @@ class HousekeepingReport(BaseModel):
     resent: int
     started: int
     embedded: int = 0
+    kpi_days: int = 0
 
 
 @workflow.defn(name="HousekeepingWorkflow")
@@ -64,6 +70,21 @@ class HousekeepingWorkflow:
                 )
             except ActivityError:
                 workflow.logger.exception("embedding sweep failed; the next run tries again")
+        kpi_days = 0
+        if workflow.patched(KPI_REFRESH):
+            try:
+                kpi_days = await workflow.execute_activity_method(
+                    ProjectionActivities.refresh_kpi_rollups,
+                    KPI_REFRESH_DAYS,
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=CHORE_RETRY,
+                )
+            except ActivityError:
+                workflow.logger.exception("KPI rollup refresh failed; the next run tries again")
         return HousekeepingReport(
-            offered=dispatched.offered, resent=dispatched.resent, started=started, embedded=embedded
+            offered=dispatched.offered,
+            resent=dispatched.resent,
+            started=started,
+            embedded=embedded,
+            kpi_days=kpi_days,
         )
