@@ -18,6 +18,8 @@ from activities.embeddings import EmbeddingSettings, embedder_from_settings
 from activities.translation import TranslationService, TranslationSettings, translator_from_settings
 from api import calendars, directory, glossary, kb, kpis, problems, quality, rosters, surveys, tickets
 from api.errors import ERROR_RESPONSES, invalid_request
+from api.limits import install as install_limits
+from api.limits import redact_path
 from api.metrics import ApiMetrics
 from db.pool import create_pool
 from meridian import temporal
@@ -60,6 +62,7 @@ def create_app(
     log = structlog.get_logger("meridian.api")
 
     app.state.metrics = metrics = ApiMetrics()
+    install_limits(app, settings)  # inside the request log, so refusals are logged and counted
 
     @app.middleware("http")
     async def log_requests(request: Request, call_next):
@@ -69,7 +72,7 @@ def create_app(
         log.info(
             "request",
             method=request.method,
-            path=request.url.path,
+            path=redact_path(request.url.path),
             status=response.status_code,
             ms=round((time.perf_counter() - started) * 1000, 1),
         )

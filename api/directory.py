@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
 from activities.assignment import run_dispatch
-from api.auth import STAFF, Principal, new_token, require
+from api.auth import STAFF, Principal, Scope, new_token, require
 from api.rosters import roster_changed
 from api.schemas import TokenCreate, TokenOut
 from api.signals import signal_tickets
@@ -273,6 +273,13 @@ async def update_customer(
 async def create_token(
     body: TokenCreate, request: Request, response: Response, _: Principal = Depends(admin_only)
 ) -> TokenOut:
+    if (body.role is Role.INTEGRATION) != bool(body.scopes):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "integration tokens need scopes, one or more of: " + ", ".join(Scope)
+            if body.role is Role.INTEGRATION
+            else f"only integration tokens have scopes; a {body.role.value} token's role decides",
+        )
     async with _pool(request).acquire() as conn:
         if body.role is Role.AGENT and (
             body.subject_id is None or await directory.get_agent(conn, body.subject_id) is None
@@ -288,5 +295,5 @@ async def create_token(
                 "a customer token needs an existing customer subject_id",
             )
         token = new_token(body.role.value[:3])
-        await directory.store_token(conn, token, body.role, body.subject_id, body.label)
-    return TokenOut(token=token, role=body.role, subject_id=body.subject_id)
+        await directory.store_token(conn, token, body.role, body.subject_id, body.label, body.scopes)
+    return TokenOut(token=token, role=body.role, subject_id=body.subject_id, scopes=sorted(set(body.scopes)))

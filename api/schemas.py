@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.auth import Scope
 from domain.directory import IDENT
 from domain.enums import Priority, Role, TicketStatus
 from domain.sla import SlaTarget
@@ -162,9 +163,15 @@ class TokenCreate(BaseModel):
     role: Role
     subject_id: str | None = Field(default=None, pattern=IDENT)
     label: PlainText | None = Field(default=None, max_length=200)
+    scopes: list[Scope] = Field(
+        default_factory=list,
+        max_length=len(Scope),
+        description="what an integration token may do (required for integration tokens, only for them)",
+    )
 
 
 class TokenOut(BaseModel):
     token: str = Field(description="shown once; store it")
     role: Role
     subject_id: str | None
+    scopes: list[Scope] = []

@@ -233,22 +233,28 @@ async def sla_policies(
 
 
 async def store_token(
-    conn: asyncpg.Connection, token: str, role: Role, subject_id: str | None, label: str | None = None
+    conn: asyncpg.Connection,
+    token: str,
+    role: Role,
+    subject_id: str | None,
+    label: str | None = None,
+    scopes: list[str] | None = None,
 ) -> None:
     await conn.execute(
-        """INSERT INTO api_tokens (token_hash, role, subject_id, label) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (token_hash) DO NOTHING""",
+        """INSERT INTO api_tokens (token_hash, role, subject_id, label, scopes)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING""",
         hash_token(token),
         role.value,
         subject_id,
         label,
+        sorted(set(scopes or [])),
     )
 
 
 async def find_token(conn: asyncpg.Connection, token: str) -> asyncpg.Record | None:
     # A deactivated agent's token stops working with the agent.
     return await conn.fetchrow(
-        """SELECT t.role, t.subject_id FROM api_tokens t
+        """SELECT t.role, t.subject_id, t.scopes FROM api_tokens t
            LEFT JOIN agents a ON t.role = 'agent' AND a.id = t.subject_id
            WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.role <> 'agent' OR a.active)""",
         hash_token(token),

@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.lifecycle import LifecyclePolicy
 from domain.problems import RepeatIssueRules
+from domain.ratelimit import check_rate
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
+RateLimit = Annotated[str, AfterValidator(check_rate)]  # "120/minute", "10/30 seconds" or "off"
 
 
 class Settings(BaseSettings):
@@ -32,6 +34,14 @@ class Settings(BaseSettings):
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
     log_level: str = "INFO"
+    # Hostile input (docs/security.md): the largest request body, chunked or not, and rate limits
+    # as token buckets per bearer token (the admin token has its own), per client address for
+    # requests without a token (survey links), and per survey link.
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    rate_limit_per_token: RateLimit = "1200/minute"
+    rate_limit_admin: RateLimit = "off"
+    rate_limit_per_ip: RateLimit = "120/minute"
+    rate_limit_per_survey: RateLimit = "10/minute"
     # Where the worker serves Prometheus metrics (Temporal SDK metrics and Meridian's own).
     worker_metrics_address: str | None = "127.0.0.1:9464"
 

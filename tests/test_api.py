@@ -422,9 +422,8 @@ async def test_directory_crud_and_its_errors(api):
     assert me.status_code == 200 and me.json()["tier"] == "business"
     assert (await api.http.get("/v1/customers/other", headers=api.as_token(token))).status_code == 404
 
-    response = await api.http.post(
-        "/v1/tokens", json={"role": "integration", "label": "crm"}, headers=api.admin
-    )
+    crm = {"role": "integration", "label": "crm", "scopes": ["tickets:write"]}
+    response = await api.http.post("/v1/tokens", json=crm, headers=api.admin)
     integration = api.as_token(response.json()["token"])
     response = await api.http.post(
         "/v1/tickets", json={"customer_id": "solo", "subject": "s", "body": "b"}, headers=integration

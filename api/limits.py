@@ -1,0 +1,171 @@
+"""What the API refuses before any endpoint runs: bodies that are too large (413) and clients that
+ask too often (429 with `Retry-After`). Both answer like every other error: JSON with a `detail`.
+
+Pure ASGI middleware, so a refused request costs neither a body parse nor a database query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from domain.ratelimit import Buckets, parse_rate, retry_after_header
+from meridian.settings import Settings
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[..., Any]
+
+SURVEY_PATH = re.compile(r"^/v1/surveys/([^/]+)")
+
+
+def redact_path(path: str) -> str:
+    """A survey link is a credential: logs get the path without it."""
+    return SURVEY_PATH.sub("/v1/surveys/[redacted]", path)
+
+
+async def _refuse(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodySizeLimit:
+    """413 for a body over `max_bytes`, whether it declares its length or arrives in chunks.
+
+    The body is read here (it would be read whole by the endpoint anyway) and handed on once it is
+    known to fit, so an endpoint never sees a truncated body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                return await _refuse(send, 400, "Content-Length is not a number")
+            if length > self.max_bytes:
+                return await _refuse(send, 413, self._too_large())
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return await self.app(scope, _replay([message]), send)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await _refuse(send, 413, self._too_large())
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], then=receive), send)
+
+
+def _replay(messages: list[Message], then=None):
+    async def receive() -> Message:
+        if messages:
+            return messages.pop(0)
+        if then is not None:
+            return await then()  # after the body: wait for a disconnect, as a server would
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _bearer(scope: Scope) -> str | None:
+    value = dict(scope["headers"]).get(b"authorization", b"")
+    scheme, _, token = value.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _key(secret: str) -> str:
+    """Buckets are named by a digest, so memory never holds a token or a survey link."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+class RateLimits:
+    """429 with `Retry-After` for a client over its limit, on `/v1` (health and metrics are free).
+
+    - a bearer token: its own bucket (`rate_limit_per_token`; the admin token `rate_limit_admin`);
+    - no bearer token (survey links, and anyone not logged in): a bucket per client address;
+    - a survey link: also a bucket per link, whichever address it comes from.
+    The bucket that refuses a request spends nothing on it, so a client that waits `Retry-After`
+    seconds gets through.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, clock: Callable[[], float] = time.monotonic):
+        self.app = app
+        self.clock = clock
+        self.admin_token = settings.admin_token
+        rates = {
+            "token": parse_rate(settings.rate_limit_per_token),
+            "admin": parse_rate(settings.rate_limit_admin),
+            "ip": parse_rate(settings.rate_limit_per_ip),
+            "survey": parse_rate(settings.rate_limit_per_survey),
+        }
+        self.buckets = {name: Buckets(rate) for name, rate in rates.items() if rate is not None}
+
+    def _checks(self, scope: Scope) -> list[tuple[str, str, str]]:
+        """(bucket, key, who) for each limit this request counts against."""
+        token = _bearer(scope)
+        if token is not None:
+            admin = self.admin_token is not None and hmac.compare_digest(token, self.admin_token)
+            return [("admin" if admin else "token", _key(token), "this token")]
+        client = scope.get("client")
+        checks = [("ip", client[0] if client else "unknown", "your address")]
+        if survey := SURVEY_PATH.match(scope["path"]):
+            checks.append(("survey", _key(survey.group(1)), "this survey link"))
+        return checks
+
+    async def __call__(self, scope: Scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        now = self.clock()
+        for bucket, key, who in self._checks(scope):
+            if bucket not in self.buckets:
+                continue
+            wait = self.buckets[bucket].take(key, now)
+            if wait > 0:
+                limit = self.buckets[bucket].rate
+                return await _refuse(
+                    send,
+                    429,
+                    f"too many requests from {who} (at most {limit.amount} per {limit.period:g} s); "
+                    f"retry after {retry_after_header(wait)} s",
+                    [(b"retry-after", retry_after_header(wait).encode())],
+                )
+        await self.app(scope, receive, send)
+
+
+def install(app, settings: Settings) -> None:
+    """Rate limits outermost (a throttled client's body is never read), then the body size."""
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimits, settings=settings)
