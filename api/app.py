@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
@@ -17,9 +17,9 @@ from temporalio.client import Client
 from activities.embeddings import EmbeddingSettings, embedder_from_settings
 from activities.translation import TranslationService, TranslationSettings, translator_from_settings
 from api import calendars, directory, glossary, kb, kpis, problems, quality, rosters, surveys, tickets
-from api.errors import ERROR_RESPONSES, invalid_request
+from api.errors import ERROR_RESPONSES, invalid_data, invalid_request
 from api.limits import install as install_limits
-from api.limits import redact_path
+from api.limits import redact_path, refuse_unknown_query
 from api.metrics import ApiMetrics
 from db.pool import create_pool
 from meridian import temporal
@@ -79,8 +79,11 @@ def create_app(
         return response
 
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(asyncpg.DataError, invalid_data)
     for module in (tickets, directory, calendars, rosters, problems, kb, glossary, surveys, quality, kpis):
-        app.include_router(module.router, responses=ERROR_RESPONSES)
+        app.include_router(
+            module.router, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_unknown_query)]
+        )
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

@@ -13,12 +13,12 @@ from pydantic import BaseModel
 from api.auth import STAFF, Principal, require
 from api.signals import signal_tickets
 from db import calendars, tickets
-from domain.calendars import BusinessCalendar, SlaPreview, SlaPreviewRequest
+from domain.calendars import CALENDAR_ID, BusinessCalendar, SlaPreview, SlaPreviewRequest
 from domain.enums import Role
 from domain.ical import closed_days_from_ical
 
 router = APIRouter(prefix="/v1", tags=["calendars"])
-CalendarId = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{1,63}$")]
+CalendarId = Annotated[str, Path(pattern=CALENDAR_ID)]
 admin_only = require(Role.ADMIN)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +14,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE
+
+log = structlog.get_logger(__name__)
 
 
 class ValidationIssue(BaseModel):
@@ -77,4 +80,16 @@ def http_error_from_rpc(err: RPCError, ticket_id: int) -> HTTPException:
         return HTTPException(status.HTTP_409_CONFLICT, f"ticket {ticket_id} is closed or not running")
     return HTTPException(
         status.HTTP_503_SERVICE_UNAVAILABLE, f"the workflow service did not answer: {err.message}"
+    )
+
+
+async def invalid_data(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL refused a value (SQLSTATE class 22: a NUL byte, a number or date out of range).
+
+    Fields are validated before they reach the database; this is the net under that, so input
+    that slips through is still the client's 422 with the reason, never a 500.
+    """
+    log.warning("database refused a value", path=request.url.path, error=str(exc))
+    return JSONResponse(
+        {"detail": f"a value cannot be stored: {exc}"}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from api.auth import STAFF, Principal, require
 from db import translations
 from domain.enums import Role
+from domain.text import PlainText
 from domain.translation import GlossaryTerm, GlossaryTermFields
 
 router = APIRouter(prefix="/v1/glossary", tags=["translation"])
@@ -32,7 +33,7 @@ async def add_term(
 @router.delete("", response_model=dict)
 async def delete_term(
     request: Request,
-    term: Annotated[str, Query(min_length=1, max_length=200)],
+    term: Annotated[PlainText, Query(min_length=1, max_length=200)],
     _: Principal = Depends(require(Role.ADMIN)),
 ) -> dict:
     """By query parameter, since terms such as `getUserToken()` or `a/b` do not fit in a path."""

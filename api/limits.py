@@ -1,7 +1,9 @@
-"""What the API refuses before any endpoint runs: bodies that are too large (413) and clients that
-ask too often (429 with `Retry-After`). Both answer like every other error: JSON with a `detail`.
+"""What the API refuses before any endpoint runs: bodies that are too large (413), clients that
+ask too often (429 with `Retry-After`), and query parameters no endpoint knows (422). All answer
+like every other error: JSON with a `detail`.
 
-Pure ASGI middleware, so a refused request costs neither a body parse nor a database query.
+The first two are pure ASGI middleware, so a refused request costs neither a body parse nor a
+database query.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 
 from domain.ratelimit import Buckets, parse_rate, retry_after_header
 from meridian.settings import Settings
@@ -29,7 +34,9 @@ def redact_path(path: str) -> str:
     return SURVEY_PATH.sub("/v1/surveys/[redacted]", path)
 
 
-async def _refuse(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def _refuse(
+    send, status: int, detail: str | list[dict[str, Any]], headers: list[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -49,7 +56,8 @@ class BodySizeLimit:
     """413 for a body over `max_bytes`, whether it declares its length or arrives in chunks.
 
     The body is read here (it would be read whole by the endpoint anyway) and handed on once it is
-    known to fit, so an endpoint never sees a truncated body.
+    known to fit, so an endpoint never sees a truncated body. A JSON body that is not UTF-8 gets its
+    422 here too, with that reason (the framework would only say it could not parse the body).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int):
@@ -83,8 +91,25 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([body], then=receive), send)
+        body = b"".join(chunks)
+        if body and _is_json(scope) and not _is_utf8(body):
+            issue = {"loc": ["body"], "msg": "the body is not valid UTF-8, as JSON must be", "type": "utf8"}
+            return await _refuse(send, 422, [issue])
+        message = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, _replay([message], then=receive), send)
+
+
+def _is_json(scope: Scope) -> bool:
+    content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+    return content_type == b"application/json" or content_type.endswith(b"+json")
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _replay(messages: list[Message], then=None):
@@ -169,3 +194,29 @@ def install(app, settings: Settings) -> None:
     """Rate limits outermost (a throttled client's body is never read), then the body size."""
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimits, settings=settings)
+
+
+_known_query: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters an endpoint reads, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """A misspelt filter (`?stauts=open`) would silently list everything: it is a 422 instead."""
+    route = request.scope["route"]
+    known = _known_query.get(id(route))
+    if known is None:
+        known = _known_query[id(route)] = frozenset(_query_names(route.dependant))
+    if unknown := sorted(set(request.query_params) - known):
+        raise RequestValidationError(
+            [
+                {"loc": ("query", name), "msg": "no such query parameter here", "type": "extra_forbidden"}
+                for name in unknown
+            ]
+        )

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from temporalio.service import RPCError
 
 from activities.assignment import run_dispatch
@@ -26,6 +26,7 @@ from domain.rosters import (
     ShiftPattern,
     ShiftPatternFields,
 )
+from domain.text import Instant
 
 router = APIRouter(prefix="/v1", tags=["rosters"])
 log = structlog.get_logger(__name__)
@@ -120,8 +121,8 @@ async def delete_override(
 @router.get("/coverage", response_model=Coverage)
 async def coverage(
     request: Request,
-    start: Annotated[AwareDatetime, Query(alias="from", description="ISO 8601 with offset")],
-    end: Annotated[AwareDatetime, Query(alias="to", description="ISO 8601 with offset")],
+    start: Annotated[Instant, Query(alias="from", description="ISO 8601 with offset")],
+    end: Annotated[Instant, Query(alias="to", description="ISO 8601 with offset")],
     language: Annotated[str | None, Query(pattern=r"^[a-z]{2,3}$")] = None,
     skill: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_-]{1,31}$")] = None,
     _: Principal = Depends(require(*STAFF)),
@@ -153,8 +154,8 @@ def _check_span(start: datetime, end: datetime) -> None:
 async def agent_shifts(
     agent_id: Ident,
     request: Request,
-    start: Annotated[AwareDatetime, Query(alias="from", description="ISO 8601 with offset")],
-    end: Annotated[AwareDatetime, Query(alias="to", description="ISO 8601 with offset")],
+    start: Annotated[Instant, Query(alias="from", description="ISO 8601 with offset")],
+    end: Annotated[Instant, Query(alias="to", description="ISO 8601 with offset")],
     _: Principal = Depends(require(*STAFF)),
 ) -> AgentShifts:
     """When the agent is on shift: their pattern's rotation or own shift, with overrides applied."""

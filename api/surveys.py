@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -18,7 +18,7 @@ from domain.directory import IDENT, LANGUAGE_CODE, SLUG
 from domain.enums import ActorType, Role
 from domain.messages import Phrase, say
 from domain.surveys import InvalidToken, SurveyAnswer, SurveyForm, SurveyQuestion, read_survey_token
-from domain.text import PlainText
+from domain.text import Instant, PlainText
 from domain.tickets import Actor, CsatAnswer, Survey, ticket_workflow_id
 from domain.triage import classify_module
 from workflows.recovery import recovery_workflow_id
@@ -255,8 +255,8 @@ async def list_feedback(
 @router.get("/feedback/counts", response_model=FeedbackCounts)
 async def feedback_counts(
     request: Request,
-    start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    start: Annotated[Instant, Query(alias="from")],
+    end: Annotated[Instant, Query(alias="to")],
     _: Principal = Depends(require(*STAFF)),
 ) -> FeedbackCounts:
     if end <= start or end - start > MAX_FEEDBACK_SPAN:

@@ -13,10 +13,11 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from domain.text import PlainText
+from domain.text import Instant, LocalTime, PlainText
 
+CALENDAR_ID = r"^[a-z][a-z0-9_-]{1,63}$"
 # How long a stretch without any open time add_business_time accepts before giving up.
 SEARCH_HORIZON = timedelta(days=3 * 366)
 _CHUNK = timedelta(days=14)
@@ -26,13 +27,13 @@ class OpeningHours(BaseModel):
     """One opening on a weekday; `end <= start` runs past midnight, `end == start` is 24 hours."""
 
     day: int = Field(ge=1, le=7, description="ISO weekday, Monday=1")
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
 
 class DayHours(BaseModel):
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
 
 class CalendarException(BaseModel):
@@ -44,7 +45,7 @@ class CalendarException(BaseModel):
 
 
 class BusinessCalendar(BaseModel):
-    id: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,63}$")
+    id: str = Field(pattern=CALENDAR_ID)
     name: PlainText = Field(min_length=1, max_length=200)
     timezone: str
     always_open: bool = Field(default=False, description="24/7: every minute counts")
@@ -157,8 +158,8 @@ class BusinessCalendar(BaseModel):
 
 
 class SlaPreviewRequest(BaseModel):
-    calendar_id: str
-    start: AwareDatetime = Field(description="ISO 8601 with offset")
+    calendar_id: str = Field(pattern=CALENDAR_ID)
+    start: Instant = Field(description="ISO 8601 with offset")
     minutes: int = Field(ge=0, le=10_000_000)
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from domain.enums import Priority
 from domain.pages import PageChannel
+from domain.text import LocalTime
 
 
 class EscalationTarget(StrEnum):
@@ -36,8 +37,8 @@ class EscalationPolicy(BaseModel):
     priorities: list[Priority]
     levels: list[EscalationLevel]
     quiet_priorities: list[Priority] = Field(default_factory=lambda: [Priority.P3, Priority.P4])
-    quiet_start: time = time(22)
-    quiet_end: time = time(7)
+    quiet_start: LocalTime = time(22)
+    quiet_end: LocalTime = time(7)
 
     def schedule(self, started_at: datetime) -> list[tuple[int, datetime]]:
         """(level index, instant) of every page the chain would send, in order."""
@@ -57,7 +58,7 @@ class Recipient(BaseModel):
     agent_id: str
     name: str
     email: str | None
-    local_time: time
+    local_time: LocalTime
 
 
 class Escalation(BaseModel):

@@ -14,10 +14,10 @@ from enum import StrEnum
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from domain.calendars import BusinessCalendar, OpeningHours
-from domain.text import PlainText
+from domain.text import Instant, LocalTime, PlainText
 
 PATTERN_ID = r"^[a-z][a-z0-9_-]{1,63}$"
 MAX_ROTATION_WEEKS = 12
@@ -35,8 +35,8 @@ class OverrideKind(StrEnum):
 
 class RosterOverrideFields(BaseModel):
     kind: OverrideKind
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Instant
+    ends_at: Instant
     reason: PlainText | None = Field(default=None, max_length=500)
 
     @model_validator(mode="after")
@@ -59,8 +59,8 @@ class Shift(BaseModel):
     days: list[Annotated[int, Field(ge=1, le=7)]] = Field(
         default_factory=lambda: [1, 2, 3, 4, 5], max_length=7, description="ISO weekdays, Monday=1"
     )
-    start: time = time(8, 0)
-    end: time = time(17, 0)
+    start: LocalTime = time(8, 0)
+    end: LocalTime = time(17, 0)
 
     def covers(self, at: datetime, tz: ZoneInfo) -> bool:
         """Whether the weekly shift (no overrides) covers `at`: the same windows the roster uses."""

@@ -46,6 +46,9 @@ def read_survey_token(secret: bytes, token: str) -> tuple[uuid.UUID, datetime]:
         payload, signature = _unb64(encoded_payload), _unb64(encoded_signature)
     except ValueError as err:
         raise InvalidToken("malformed survey token") from err
+    if _b64(payload) != encoded_payload or _b64(signature) != encoded_signature:
+        # Base64's spare bits would otherwise give every link several spellings.
+        raise InvalidToken("survey token is not in its canonical form")
     expected = hmac.new(secret, payload, hashlib.sha256).digest()[:SIGNATURE_BYTES]
     if len(payload) != 24 or not hmac.compare_digest(signature, expected):
         raise InvalidToken("survey token signature does not match")

@@ -1,11 +1,12 @@
-"""Text accepted from the outside world."""
+"""Text (and wall-clock times) accepted from the outside world."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, time
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, AwareDatetime, WithJsonSchema
 
 # PostgreSQL cannot store NUL in text or jsonb, and no other C0 control has a place in a ticket;
 # tab, line feed and carriage return stay.
@@ -23,3 +24,25 @@ def _printable(value: str) -> str:
 
 
 PlainText = Annotated[str, AfterValidator(_printable)]
+
+
+# A wall-clock time read in some time zone (a shift, opening hours), written "08:30:00". JSON
+# Schema's "time" format is RFC 3339's full-time, which needs an offset these times do not have.
+LocalTime = Annotated[
+    time,
+    WithJsonSchema({"type": "string", "format": "partial-time", "description": "local time, HH:MM[:SS]"}),
+]
+
+
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
+
+
+def _plausible(value: datetime) -> datetime:
+    # Year 1 or 9999 with an offset is not even a datetime in UTC; nothing here happens then.
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"dates must fall between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible)]
+"""An ISO 8601 date and time with an offset, in a plausible year."""
