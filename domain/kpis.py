@@ -78,28 +78,32 @@ Histogram = dict[int, float]  # bin -> count, only the bins with something in th
 class Cumulative:
     """A histogram's non-empty bins in order with running counts: any percentile in O(log n)."""
 
-    __slots__ = ("bins", "running")
+    __slots__ = ("bins", "running", "total")
 
     def __init__(self, histogram: Histogram):
         # Empty bins may stay: they never raise the running count, so no rank lands on them.
         self.bins = sorted(histogram)
         self.running = list(itertools.accumulate(map(histogram.__getitem__, self.bins)))
+        self.total = round(self.running[-1]) if self.running else 0
 
     def value(self, k: int) -> float:
         """The k-th smallest duration (from 0) as the grid sees it."""
         return BIN_VALUES[self.bins[bisect.bisect_right(self.running, k + 0.5)]]
 
+    def percentile(self, fraction: float) -> float | None:
+        """PostgreSQL's percentile_cont over the grid values: linear between the two closest ranks."""
+        if self.total == 0:
+            return None
+        rank = fraction * (self.total - 1)
+        low = int(rank)
+        low_value = self.value(low)
+        if rank == low:
+            return low_value
+        return low_value + (rank - low) * (self.value(low + 1) - low_value)
 
-def percentile(histogram: Histogram, fraction: float, cumulative: Cumulative | None = None) -> float | None:
-    """PostgreSQL's percentile_cont over the grid values: linear between the two closest ranks."""
-    cumulative = cumulative or Cumulative(histogram)
-    total = round(cumulative.running[-1]) if cumulative.running else 0
-    if total == 0:
-        return None
-    rank = fraction * (total - 1)
-    low, high = math.floor(rank), math.ceil(rank)
-    low_value, high_value = cumulative.value(low), cumulative.value(high)
-    return low_value + (rank - low) * (high_value - low_value)
+
+def percentile(histogram: Histogram, fraction: float) -> float | None:
+    return Cumulative(histogram).percentile(fraction)
 
 
 # --- business time ---------------------------------------------------------------------------
@@ -893,7 +897,7 @@ def _formula(name: str, repeat_days: int) -> Any:
         cumulative = acc.cumulative.get(hist)
         if cumulative is None:  # sorted once for p50 and p90 alike
             cumulative = acc.cumulative[hist] = Cumulative(counts)
-        return percentile(counts, fraction, cumulative)
+        return cumulative.percentile(fraction)
 
     return cut
 

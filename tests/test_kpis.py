@@ -506,6 +506,9 @@ QUERIES = [
     {"group_by": ("agent",), "timezone": "UTC"},
     {"group_by": ("language", "priority"), "bucket": Bucket.DAY, "timezone": "Europe/Dublin"},
     {"group_by": ("channel",), "bucket": Bucket.HOUR, "timezone": "Asia/Kolkata"},
+    {"group_by": ("agent", "priority"), "bucket": Bucket.DAY, "timezone": "Europe/Dublin"},
+    {"group_by": ("region", "language", "channel"), "timezone": "America/New_York"},
+    {"group_by": ("module", "channel"), "timezone": "Asia/Singapore"},
 ]
 
 
@@ -534,7 +537,10 @@ async def test_postgresql_agrees_with_the_timeline_on_every_path(kpi_db):
         assert await conn.fetchval("SELECT count(*) FROM kpi_pending") == 0
         days, edges = await kpis.rollup_plan(conn, queries[1])
         assert len(days) == 2 and len(edges) == 2  # 7 and 8 March in New York, and two partial days
-        assert await kpis.rollup_plan(conn, queries[4]) is None  # language x priority: no rollup
+        assert await kpis.rollup_plan(conn, queries[4]) is not None  # a pair of dimensions
+        assert await kpis.rollup_plan(conn, queries[6]) is None  # agent x priority: no rollup
+        assert await kpis.rollup_plan(conn, queries[7]) is None  # three dimensions: no rollup
+        assert await kpis.rollup_plan(conn, queries[8]) is None  # a channel pair: no rollup
     for got, want in zip(await answers(), expected, strict=True):  # from the rollups where they can
         same(want, got)
 

@@ -17,6 +17,7 @@ from temporalio.service import RPCError
 
 from db import tickets
 from domain.enums import ActorType, CustomerTier, Priority, TicketStatus
+from domain.sla import SlaTarget
 from domain.tickets import (
     Actor,
     AgentRef,
@@ -425,25 +426,29 @@ async def test_a_message_after_the_reopen_window_is_kept_and_someone_is_told(des
     _, actor = agent_actor("alice")
     await handle.execute_update(TicketWorkflow.resolve, ResolveRequest(actor=actor))
     await desk.skip(handle, timedelta(minutes=61))  # survey sent, not answered; window is 3 days
-    await desk.skip(handle, timedelta(days=3))  # the survey expires at 73 h, the window ended at 72 h
-    # The ticket may have closed by now; if not, a late message must not reopen it.
+    # The window ended at 72 h; the unanswered survey keeps the ticket resolved until 73 h.
+    await desk.skip(handle, timedelta(days=3) - timedelta(minutes=30))
     state = await desk.state(handle)
-    if state.status is TicketStatus.RESOLVED:
-        await handle.signal(
-            TicketWorkflow.customer_message,
-            CustomerMessage(
-                message_id="late", body="one more thing", actor=Actor(type=ActorType.CUSTOMER, id="acme")
-            ),
-        )
-        state = await desk.until(handle, lambda s: "late" in s.recent_message_ids)
-        assert state.status is TicketStatus.RESOLVED
-        async with desk.pool.acquire() as conn:
-            kinds = [
-                r["kind"]
-                for r in await conn.fetch("SELECT kind FROM notifications WHERE ticket_id = $1", ticket_id)
-            ]
-        assert "late_customer_message" in kinds
+    assert state.status is TicketStatus.RESOLVED
+    await handle.signal(
+        TicketWorkflow.customer_message,
+        CustomerMessage(
+            message_id="late", body="one more thing", actor=Actor(type=ActorType.CUSTOMER, id="acme")
+        ),
+    )
+    state = await desk.until(handle, lambda s: "late" in s.recent_message_ids)
+    assert state.status is TicketStatus.RESOLVED
+    # Nobody owes a timed answer to a ticket that stays resolved: no next-response clock runs.
+    next_response = state.clocks.get(SlaTarget.NEXT_RESPONSE)
+    assert next_response is None or not next_response.is_running
+    async with desk.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT kind FROM notifications WHERE ticket_id = $1", ticket_id)
+    kinds = [r["kind"] for r in rows]
+    assert "late_customer_message" in kinds
+    await desk.skip(handle, timedelta(days=1))
     assert [e.kind for e in await desk.events(ticket_id) if e.kind == "reopened"] == []
+    clocks = [e for e in await desk.events(ticket_id) if e.kind in ("sla_warning", "sla_breached")]
+    assert [e for e in clocks if e.data.get("target") == "next_response"] == []
 
 
 async def test_a_warning_at_each_configured_threshold(db, skipping_env, shared_deps, database_url):

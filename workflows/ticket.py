@@ -102,6 +102,8 @@ OPEN_STATES = (TicketStatus.QUEUED, TicketStatus.OPEN, TicketStatus.PENDING_CUST
 # workflow.patched ids: behaviour changes that running tickets must replay without.
 DISPATCH_OUTSIDE_UPDATES = "dispatch-outside-updates"  # resolve/assign no longer dispatch under the lock
 NOTIFY_LATE_MESSAGES = "notify-late-messages"  # a message after the reopen window notifies someone
+# A message that cannot reopen the ticket (after the reopen window) owes no answer within the SLA.
+NO_CLOCK_AFTER_REOPEN_WINDOW = "no-clock-after-reopen-window"
 SHIFT_HANDOFF = "shift-handoff"  # tickets move to the next on-shift engineer before a shift ends
 WARNING_THRESHOLDS = "sla-warning-thresholds"  # a warning at each configured share of a target
 ROUTING_FALLBACK = "routing-fallback"  # native speakers first, then fluent, then machine translation
@@ -936,7 +938,11 @@ class TicketWorkflow:
                 return
             s, now = self.s, workflow.now()
             s.last_customer_message = message.body[:LAST_MESSAGE_CHARS]
-            self._awaiting_answer(now)
+            stays_resolved = s.status is TicketStatus.CLOSED or (
+                s.status is TicketStatus.RESOLVED and now >= s.resolved_at + self.lifecycle.reopen_window
+            )
+            if not (stays_resolved and workflow.patched(NO_CLOCK_AFTER_REOPEN_WINDOW)):
+                self._awaiting_answer(now)
             self._event(
                 "customer_message",
                 message.actor,
