@@ -16,6 +16,16 @@ from domain.ratelimit import check_rate
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
 RateLimit = Annotated[str, AfterValidator(check_rate)]  # "120/minute", "10/30 seconds" or "off"
+MAX_DURATION = timedelta(days=3660)
+
+
+def _sane_duration(value: timedelta) -> timedelta:
+    if not timedelta(0) <= value <= MAX_DURATION:
+        raise ValueError("a duration here is between 0 and ten years (PT0S .. P3660D)")
+    return value
+
+
+Duration = Annotated[timedelta, AfterValidator(_sane_duration)]  # ISO 8601 ("PT15M") or seconds
 
 
 class Settings(BaseSettings):
@@ -44,6 +54,12 @@ class Settings(BaseSettings):
     rate_limit_per_survey: RateLimit = "10/minute"
     # Where the worker serves Prometheus metrics (Temporal SDK metrics and Meridian's own).
     worker_metrics_address: str | None = "127.0.0.1:9464"
+    # Worker tuning, chosen from measurements (docs/performance.md): ticket workflows kept in the
+    # sticky cache (an evicted one is replayed from its history at its next wake-up), and how many
+    # workflow tasks and activities one worker runs at once (None: the SDK's default).
+    worker_max_cached_workflows: int = 1000
+    worker_max_concurrent_workflow_tasks: int | None = None
+    worker_max_concurrent_activities: int | None = None
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -83,14 +99,14 @@ class Settings(BaseSettings):
     survey_reasons: list[str] = ["response time", "solution", "communication", "language", "other"]
     survey_questions: list[str] = []
     csat_recovery: bool = True  # a score of 2 or less opens a recovery task for the team lead
-    recovery_deadline: timedelta = timedelta(hours=24)
+    recovery_deadline: Duration = timedelta(hours=24)
 
-    quality_check_every: timedelta = timedelta(minutes=5)  # how often quality alert rules are evaluated
+    quality_check_every: Duration = timedelta(minutes=5)  # how often quality alert rules are evaluated
 
     # Repeat issues: how often resolved tickets are grouped, and where problems are filed
     # (a server speaking Jira's REST API v2; unset keeps problems in Meridian only).
-    repeat_issue_every: timedelta = timedelta(hours=1)
-    repeat_issue_window: timedelta = timedelta(days=14)
+    repeat_issue_every: Duration = timedelta(hours=1)
+    repeat_issue_window: Duration = timedelta(days=14)
     repeat_issue_similarity: float = 0.9
     repeat_issue_min_tickets: int = 3
     tracker_url: str | None = None
@@ -101,18 +117,18 @@ class Settings(BaseSettings):
     tracker_timeout: float = 10.0
 
     # Lifecycle timings handed to each new ticket workflow (ISO 8601 durations or seconds).
-    csat_delay: timedelta = timedelta(hours=1)
-    csat_reminder_after: timedelta = timedelta(hours=24)
-    csat_expires_after: timedelta = timedelta(hours=72)
-    reopen_window: timedelta = timedelta(days=3)
+    csat_delay: Duration = timedelta(hours=1)
+    csat_reminder_after: Duration = timedelta(hours=24)
+    csat_expires_after: Duration = timedelta(hours=72)
+    reopen_window: Duration = timedelta(days=3)
     sla_warning_ratios: list[float] = [0.5, 0.75, 0.9]
-    dispatch_interval: timedelta = timedelta(minutes=1)
-    handoff_lead: timedelta = timedelta(minutes=15)
-    handoff_ack_timeout: timedelta = timedelta(minutes=15)
+    dispatch_interval: Duration = timedelta(minutes=1)
+    handoff_lead: Duration = timedelta(minutes=15)
+    handoff_ack_timeout: Duration = timedelta(minutes=15)
     pending_customer_handoff: Literal["move", "stay"] = "move"
-    native_wait: timedelta = timedelta(minutes=5)
-    fluent_wait: timedelta = timedelta(minutes=10)
-    regional_pickup_timeout: timedelta = timedelta(minutes=2)
+    native_wait: Duration = timedelta(minutes=5)
+    fluent_wait: Duration = timedelta(minutes=10)
+    regional_pickup_timeout: Duration = timedelta(minutes=2)
 
     languages: list[str] = ["en", "es", "pt", "fr", "de", "zh", "ja", "ko"]
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import os
+import py_compile
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -159,12 +163,43 @@ async def worker_dependencies(
         await pool.close()
 
 
+def worker_tuning(settings: Settings) -> dict:
+    """Cache and concurrency options of the central worker (see docs/performance.md)."""
+    return {
+        "max_cached_workflows": settings.worker_max_cached_workflows,
+        "max_concurrent_workflow_tasks": settings.worker_max_concurrent_workflow_tasks,
+        "max_concurrent_activities": settings.worker_max_concurrent_activities,
+    }
+
+
+def cache_workflow_bytecode() -> list[str]:
+    """Write the .pyc of the workflow modules' files if missing or stale; return the files compiled.
+
+    The sandbox executes a workflow's module afresh for every workflow it creates (a new ticket, or
+    one evicted from the cache). Without a .pyc — PYTHONDONTWRITEBYTECODE=1, an editable install —
+    each of those compiles workflows/ticket.py from source again: a fifth of the worker's CPU at
+    intake (docs/performance.md). A read-only install (pip compiled it already) is left as it is."""
+    compiled = []
+    folders = {os.path.dirname(sys.modules[w.__module__].__file__ or "") for w in WORKFLOWS}
+    for source in sorted(os.path.join(f, name) for f in folders if f for name in os.listdir(f)):
+        if not source.endswith(".py"):
+            continue
+        cached = importlib.util.cache_from_source(source)
+        with contextlib.suppress(OSError, py_compile.PyCompileError):
+            if not os.path.exists(cached) or os.path.getmtime(cached) < os.path.getmtime(source):
+                py_compile.compile(source, cfile=cached, doraise=True)
+                compiled.append(source)
+    return compiled
+
+
 def build_worker(client: Client, deps: WorkerDependencies, settings: Settings) -> Worker:
+    cache_workflow_bytecode()
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
         activities=activities_for(client, deps, settings),
+        **worker_tuning(settings),
     )
 
 
