@@ -8,7 +8,15 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from domain.enums import LanguageLevel
-from domain.rosters import RosterOverrideFields, Rotation, Schedule, Shift, on_shift, shift_end
+from domain.rosters import (
+    RosterOverrideFields,
+    Rotation,
+    Schedule,
+    Shift,
+    on_shift,
+    shift_end,
+    shift_windows,
+)
 
 
 class AgentLanguage(BaseModel):
@@ -43,6 +51,12 @@ class Candidate(BaseModel):
     def shift_ends_at(self, at: datetime) -> datetime | None:
         return shift_end(self.schedule, self.timezone, self.overrides, at)
 
+    def on_shift_throughout(self, start: datetime, end: datetime) -> bool:
+        """On shift for the whole of [start, end]. Cheaper than `shift_ends_at` (which looks days
+        ahead for the end of the stretch): ranking asks it of every candidate of every claim."""
+        windows = shift_windows(self.schedule, self.timezone, self.overrides, start, end)
+        return bool(windows) and windows[0][0] <= start and windows[0][1] >= end
+
 
 class LanguageMatch(StrEnum):
     """How strictly a ticket's language must match; a queued ticket widens it as it waits."""
@@ -72,8 +86,8 @@ def rank_candidates(
     def stays_long_enough(agent: Candidate) -> bool:
         if min_shift_left <= timedelta(0):
             return True
-        end = agent.shift_ends_at(at)
-        return end is None or end > at + min_shift_left
+        # The same as shift_ends_at(at) being None or later than at + min_shift_left.
+        return agent.on_shift_throughout(at, at + min_shift_left + timedelta(microseconds=1))
 
     def speaks_well_enough(agent: Candidate) -> bool:
         level = agent.speaks(language)
