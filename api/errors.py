@@ -39,6 +39,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "no such resource (or not yours)",
         409: "the resource's state forbids this",
         422: "invalid input",
+        400: "the body cannot be parsed at all (JSON nested thousands deep)",
         413: "the request body is too large (`MERIDIAN_MAX_BODY_BYTES`)",
         429: "too many requests: retry after the `Retry-After` header's seconds",
     }.items()

@@ -168,6 +168,9 @@ async def list_tickets(
     assignee: Annotated[str | None, Query(pattern=IDENT)] = None,
     priority: Priority | None = None,
     language: Annotated[str | None, Query(pattern=LANGUAGE_CODE)] = None,
+    q: Annotated[
+        PlainText | None, Query(min_length=1, max_length=200, description="text the subject contains")
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TicketPage:
@@ -181,7 +184,9 @@ async def list_tickets(
     )
     async with _pool(request).acquire() as conn:
         try:
-            rows, next_cursor = await tickets.list_tickets(conn, filters, limit=limit, cursor=cursor)
+            rows, next_cursor = await tickets.list_tickets(
+                conn, filters, limit=limit, cursor=cursor, subject_contains=q
+            )
         except ValueError as err:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     return TicketPage(items=[TicketOut.from_row(r) for r in rows], next_cursor=next_cursor)
@@ -252,6 +257,8 @@ async def post_message(
     if principal.role is not Role.CUSTOMER:
         actor = Actor(type=ActorType.CUSTOMER, id=row["customer_id"], region=None, name=f"via {actor.id}")
     message_id = body.message_id or str(uuid.uuid4())
+    if body.message_id is not None:
+        await _same_as_before(request, ticket_id, ["customer_message"], "message_id", message_id, body.body)
     handle = request.app.state.client.get_workflow_handle(ticket_workflow_id(ticket_id))
     try:
         await handle.signal(
@@ -260,6 +267,25 @@ async def post_message(
     except RPCError as err:
         raise http_error_from_rpc(err, ticket_id) from None
     return MessageAccepted(ticket_id=ticket_id, message_id=message_id)
+
+
+async def _same_as_before(
+    request: Request, ticket_id: int, kinds: list[str], field: str, key: str, text: str, agent_id: str = ""
+) -> None:
+    """A client's id for a message or reply used again: a retry of the same thing is answered as
+    the first was; anything else under that id is refused rather than silently dropped."""
+    async with _pool(request).acquire() as conn:
+        earlier = await tickets.event_with_id(conn, ticket_id, kinds, field, key)
+    if earlier is None:
+        return
+    data = earlier["data"]
+    said = data.get("original_body", data.get("body"))  # a translated reply keeps the agent's words
+    if said != text or data.get("agent_id", "") != agent_id or earlier["kind"] != kinds[0]:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{key!r} was already used on this ticket for a different {kinds[0].replace('_', ' ')}; "
+            "use a new id for a new one",
+        )
 
 
 async def _acting_agent(
@@ -292,6 +318,9 @@ async def post_reply(
     await _open_ticket(request, principal, ticket_id)
     agent, actor = await _acting_agent(request, principal, body.agent_id)
     reply_id = idempotency_key or str(uuid.uuid4())
+    if idempotency_key is not None:
+        kinds = ["internal_note", "agent_reply"] if body.internal else ["agent_reply", "internal_note"]
+        await _same_as_before(request, ticket_id, kinds, "reply_id", reply_id, body.body, agent.id)
     accepted = await _update(
         request,
         ticket_id,

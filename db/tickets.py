@@ -180,8 +180,18 @@ def decode_cursor(cursor: str) -> tuple[str, datetime, int]:
     return key
 
 
+def like_pattern(text: str) -> str:
+    """`text` anywhere, literally: LIKE's own wildcards in it match only themselves."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 async def list_tickets(
-    conn: asyncpg.Connection, filters: TicketFilters, *, limit: int, cursor: str | None
+    conn: asyncpg.Connection,
+    filters: TicketFilters,
+    *,
+    limit: int,
+    cursor: str | None,
+    subject_contains: str | None = None,
 ) -> tuple[list[asyncpg.Record], str | None]:
     """Tickets by priority then age, one page at a time (keyset pagination)."""
     where = ["true"]
@@ -193,6 +203,8 @@ async def list_tickets(
 
     for column, value in filters.model_dump(exclude_none=True, mode="json").items():
         where.append(f"{column} = {arg(value)}")
+    if subject_contains is not None:
+        where.append(f"subject ILIKE {arg(like_pattern(subject_contains))} ESCAPE '\\'")
     if cursor is not None:
         priority, created_at, ticket_id = decode_cursor(cursor)
         after = f"({arg(priority)}, {arg(created_at)}, {arg(ticket_id)})"
@@ -204,6 +216,20 @@ async def list_tickets(
     rows = await conn.fetch(sql, *args)
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+async def event_with_id(
+    conn: asyncpg.Connection, ticket_id: int, kinds: list[str], field: str, value: str
+) -> asyncpg.Record | None:
+    """The first of the ticket's events of these kinds whose data carries this client-chosen id."""
+    return await conn.fetchrow(
+        """SELECT kind, data FROM ticket_events
+           WHERE ticket_id = $1 AND kind = ANY($2::text[]) AND data->>$3 = $4 ORDER BY seq LIMIT 1""",
+        ticket_id,
+        kinds,
+        field,
+        value,
+    )
 
 
 async def timeline(
