@@ -54,6 +54,7 @@ STATE_TABLES = [
     "ticket_queue",
     "agent_claims",
     "ticket_events",
+    "timeline_event_counts",
     "tickets",
     "api_tokens",
     "agents",

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from activities.translation import TranslationActivities, Translator
 from api.app import create_app
+from api.metrics import SRE_EVENTS
 from domain.enums import ActorType, CustomerTier, LanguageLevel
 from domain.tickets import Actor, TicketInput
 from domain.translation import TranslationRequest
@@ -321,3 +322,28 @@ async def test_translations_count_cache_hits_apart_from_provider_calls(db):
     ]
     assert counted == [("echo", "provider", 1), ("none", "untranslated", 1), ("echo", "cache", 1)]
     assert translator.calls == 1
+
+
+async def test_timeline_events_are_counted_once_each_as_they_are_recorded(db):
+    """meridian_timeline_events reads counts a trigger keeps, not the whole timeline."""
+    await add_customer(db, "acme")
+    row = await saved_ticket(db, "acme")
+    kinds = [*SRE_EVENTS, "agent_reply", "customer_message"]
+    async with db.acquire() as conn:
+        await conn.execute("UPDATE tickets SET priority = 'P2' WHERE id = $1", row["id"])
+        insert = """INSERT INTO ticket_events (ticket_id, seq, at, kind, actor, region)
+                    VALUES ($1, $2, now(), $3, '{"type": "system"}', 'apac')
+                    ON CONFLICT (ticket_id, seq) DO NOTHING"""
+        for _ in range(2):  # a retried projection writes the same events again
+            for seq, kind in enumerate(kinds, start=10):
+                await conn.execute(insert, row["id"], seq, kind)
+        counted = {
+            r["kind"]: (r["region"], r["priority"], r["n"])
+            for r in await conn.fetch("SELECT * FROM timeline_event_counts")
+        }
+    assert counted == {kind: ("apac", "P2", 1) for kind in SRE_EVENTS}
+    app = create_app(make_settings("unused"), pool=db, client=None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://m") as http:
+        app.state.pool = db
+        text = (await http.get("/metrics")).text
+    assert 'meridian_timeline_events{kind="handed_off",priority="P2",region="apac"} 1.0' in text
