@@ -72,6 +72,8 @@ async def run(
     ]
     await start_bare(stack, plans, prefix="bare-sla")
     seeded = time.time()
+    # Let the worker finish the started workflows' first tasks before reading its memory.
+    await asyncio.sleep(max(0.0, min(15.0, t0 - time.time() - 5)))
     rss_open = stack.rss.sample()
     early = sum(1 for d in meridian_due + bare_due if d < seeded)
     print(
