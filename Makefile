@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench bench-kb bench-kpis clean
+.PHONY: install run test lint bench bench-quick bench-kb bench-kpis clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Meridian needs Python 3.11 or newer")'
@@ -25,9 +25,13 @@ test: $(STAMP) $(VENV)/bin/promtool
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
+# Intake, escalation timing, shift-end handoff, read side and footprint, each against the bare
+# engine on the same server (docs/performance.md): the issue's sizes take about 3 hours, --quick ~10 min.
 bench: $(STAMP)
-	$(VENV)/bin/python bench/ticket_throughput.py --tickets 30 --concurrency 1
-	$(VENV)/bin/python bench/ticket_throughput.py --tickets 200 --concurrency 20
+	$(VENV)/bin/python -m bench
+
+bench-quick: $(STAMP)
+	$(VENV)/bin/python -m bench --quick
 
 # Knowledge-base search: quality on bench/kb_eval, latency with 100,000 translations (~6 min).
 bench-kb: $(STAMP)
