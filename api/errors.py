@@ -44,6 +44,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         429: "too many requests: retry after the `Retry-After` header's seconds",
     }.items()
 }
+ERROR_RESPONSES[429]["headers"] = {
+    "Retry-After": {"description": "whole seconds until a retry can succeed", "schema": {"type": "integer"}}
+}
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
