@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import warnings
@@ -59,6 +60,8 @@ def envelope(
         "scenario": scenario,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_seconds": round(time.monotonic() - started, 1),
+        # Other work on the machine during the run (load averages over 1, 5 and 15 minutes at its end).
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "options": options,
         "machine": machine(),
         "stack": "Temporal CLI dev server (SQLite, WAL) + embedded PostgreSQL + `meridian worker` + "
