@@ -17,7 +17,13 @@ from temporalio.client import Client
 from activities.embeddings import EmbeddingSettings, embedder_from_settings
 from activities.translation import TranslationService, TranslationSettings, translator_from_settings
 from api import calendars, directory, glossary, kb, kpis, problems, quality, rosters, surveys, tickets
-from api.errors import ERROR_RESPONSES, invalid_data, invalid_request
+from api.errors import (
+    DATABASE_UNAVAILABLE,
+    ERROR_RESPONSES,
+    database_unavailable,
+    invalid_data,
+    invalid_request,
+)
 from api.limits import install as install_limits
 from api.limits import redact_path, refuse_unknown_query
 from api.metrics import ApiMetrics
@@ -80,6 +86,8 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(asyncpg.DataError, invalid_data)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
     for module in (tickets, directory, calendars, rosters, problems, kb, glossary, surveys, quality, kpis):
         app.include_router(
             module.router, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_unknown_query)]

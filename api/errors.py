@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +14,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.limits import redact_path
 from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE
 
 log = structlog.get_logger(__name__)
@@ -42,6 +44,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "the body cannot be parsed at all (JSON nested thousands deep)",
         413: "the request body is too large (`MERIDIAN_MAX_BODY_BYTES`)",
         429: "too many requests: retry after the `Retry-After` header's seconds",
+        503: "PostgreSQL or Temporal is unavailable: retry after the `Retry-After` header's seconds",
     }.items()
 }
 ERROR_RESPONSES[429]["headers"] = {
@@ -79,11 +82,29 @@ def http_error_from_update(err: WorkflowUpdateFailedError) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, f"the ticket refused the change: {err.cause or err}")
 
 
+# A 503 says when to come back: a restarting Temporal or PostgreSQL is usually back within seconds.
+RETRY_AFTER_SECONDS = 5
+RETRY_LATER = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+# What reaching PostgreSQL can raise while it is down, restarting or out of connections: refused,
+# reset or missing sockets and timeouts (OSError, pool acquisition included), a connection lost
+# mid-query (class 08), "starting up" / "shutting down" (57P0x) and "too many connections".
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 def http_error_from_rpc(err: RPCError, ticket_id: int) -> HTTPException:
     if err.status is RPCStatusCode.NOT_FOUND:
         return HTTPException(status.HTTP_409_CONFLICT, f"ticket {ticket_id} is closed or not running")
     return HTTPException(
-        status.HTTP_503_SERVICE_UNAVAILABLE, f"the workflow service did not answer: {err.message}"
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        f"the workflow service did not answer: {err.message}",
+        headers=RETRY_LATER,
     )
 
 
@@ -96,4 +117,17 @@ async def invalid_data(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database refused a value", path=request.url.path, error=str(exc))
     return JSONResponse(
         {"detail": f"a value cannot be stored: {exc}"}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
+    )
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL cannot be reached: 503 with Retry-After, whatever the route. Each write the API
+    makes is one transaction, so a request cut off here left nothing half-written; a client retries
+    it (with the same Idempotency-Key or message id where it has one)."""
+    error = f"{type(exc).__name__}: {exc}"
+    log.warning("database unavailable", path=redact_path(request.url.path), error=error)
+    return JSONResponse(
+        {"detail": f"the database is unavailable ({type(exc).__name__}); retry in {RETRY_AFTER_SECONDS} s"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers=RETRY_LATER,
     )

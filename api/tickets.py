@@ -12,11 +12,11 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.auth import ANYONE, STAFF, Principal, actor_for, require
-from api.errors import http_error_from_rpc, http_error_from_update
+from api.errors import RETRY_LATER, http_error_from_rpc, http_error_from_update
 from api.schemas import (
     AgentOnly,
     AssignBody,
@@ -148,6 +148,7 @@ async def create_ticket(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"ticket {row['id']} is saved but its workflow could not start yet ({err.message}); "
             "it will start automatically, or retry with the same Idempotency-Key",
+            headers=RETRY_LATER,
         ) from None
     if created:
         request.app.state.metrics.tickets_created.labels(body.channel).inc()
@@ -232,7 +233,8 @@ async def _update(
         return await asyncio.wait_for(
             handle.execute_update(name, arg, result_type=result_type, id=update_id), UPDATE_PATIENCE_SECONDS
         )
-    except TimeoutError:
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # wait_for cancels the update's call, which the SDK turns into its own error, not TimeoutError.
         raise HTTPException(
             status.HTTP_504_GATEWAY_TIMEOUT,
             f"ticket {ticket_id} did not answer within {UPDATE_PATIENCE_SECONDS:.0f} s; the change may "

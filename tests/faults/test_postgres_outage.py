@@ -1,0 +1,131 @@
+"""PostgreSQL goes away while tickets flow (stopped as in a crash), and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from api.app import create_app
+from db.pool import create_pool
+from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.faults.harness import (
+    Traffic,
+    audit,
+    elapsed,
+    fresh_database,
+    running_stack,
+    seed_directory,
+    wait_for_quiet,
+    wrong,
+)
+
+# Every kind of route that needs the database: reads, a ticket, a directory write, tokens.
+ROUTES = [
+    ("GET", "/v1/tickets", None),
+    ("GET", "/v1/tickets/1", None),
+    ("GET", "/v1/tickets/1/timeline", None),
+    ("POST", "/v1/tickets", {"customer_id": "acme", "subject": "Export fails", "body": "Since today."}),
+    ("POST", "/v1/tickets/1/replies", {"agent_id": "ana", "body": "Looking into it."}),
+    ("POST", "/v1/tickets/1/resolve", {"resolution": "fixed"}),
+    ("PUT", "/v1/customers/acme", {"name": "Acme", "tier": "business", "language": "en"}),
+    ("GET", "/v1/agents", None),
+    ("POST", "/v1/tokens", {"role": "agent", "subject_id": "ana"}),
+]
+
+
+async def test_the_api_answers_503_with_retry_after_while_postgresql_is_down(crashable_postgres, dev_env):
+    """Each route, while PostgreSQL is down: 503, Retry-After, a reason, never a 500; and the same
+    routes work again once it is back (the pool reconnects by itself)."""
+    url = await fresh_database(crashable_postgres.admin_url)
+    await seed_directory(url)
+    pool = await create_pool(url)
+    app = create_app(make_settings(url), pool=pool, client=dev_env.client)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://meridian.test"
+            ) as http,
+        ):
+            created = await http.post("/v1/tickets", json=ROUTES[3][2], headers=headers)
+            assert created.status_code == 201, created.text
+            crashable_postgres.crash()
+            try:
+                down = {}
+                for method, path, body in ROUTES:
+                    response = await http.request(method, path, json=body, headers=headers)
+                    down[f"{method} {path}"] = response
+                health = await http.get("/healthz")
+            finally:
+                crashable_postgres.start()
+            back = [await http.request(m, p, json=b, headers=headers) for m, p, b in ROUTES[:4]]
+    finally:
+        await pool.close()
+
+    for route, response in down.items():
+        assert response.status_code == 503, (route, response.status_code, response.text)
+        assert response.headers["Retry-After"] == "5", route
+        assert "database is unavailable" in response.json()["detail"], route
+    assert health.status_code == 503 and health.json()["database"].startswith("error")
+    assert [r.status_code for r in back] == [200, 200, 200, 201], [r.text for r in back]
+    async with (await create_pool(url)).acquire() as conn:
+        # The refused POST /tickets left nothing behind: the two accepted ones are all there is.
+        assert await conn.fetchval("SELECT count(*) FROM tickets") == 2
+        assert await conn.fetchval("SELECT count(*) FROM ticket_events") == 2
+
+
+async def outage_under_load(
+    crashable_postgres, stack_dir, webhook, fault_report, *, tickets: int, rate: float, outage: float
+) -> None:
+    started = time.monotonic()
+    async with running_stack(
+        stack_dir, crashable_postgres.admin_url, MERIDIAN_WEBHOOK_URL=webhook.url
+    ) as stack:
+        traffic = Traffic(stack.url, tickets=tickets, rate=rate)
+        flowing = asyncio.create_task(traffic())
+        await asyncio.sleep(tickets / rate / 3)
+        crashable_postgres.crash()
+        down = time.monotonic()
+        try:
+            await asyncio.sleep(outage)
+        finally:
+            crashable_postgres.start()
+        outage_s = elapsed(down)
+        caught_up = time.monotonic()
+        await flowing
+        await wait_for_quiet(stack.database_url, traffic, within=180)
+        catch_up_s = elapsed(caught_up)
+        counts = await audit(stack.database_url, traffic, await stack.temporal_client())
+        worker_alive = stack.worker.running and stack.api.running
+    assert worker_alive, "the worker or the API died while PostgreSQL was away"
+    assert not traffic.unexpected, traffic.unexpected[:5]
+    assert wrong(counts) == {}
+    summary = traffic.summary()
+    assert summary["answers_503"] > 0, "the outage never reached a client: it proves nothing"
+    assert summary["answers_503_with_retry_after"] == summary["answers_503"]
+    assert summary["answers_5xx_other"] == 0
+    fault_report(
+        f"PostgreSQL down {outage:.0f} s",
+        injected={"tickets": tickets, "rate_per_s": rate, "postgres_crashes": 1, "outage_s": outage_s},
+        checked={**summary, **counts, "caught_up_after_s": catch_up_s},
+        seconds=elapsed(started),
+    )
+
+
+async def test_a_short_postgresql_outage_under_load(crashable_postgres, stack_dir, webhook, fault_report):
+    await outage_under_load(
+        crashable_postgres, stack_dir, webhook, fault_report, tickets=24, rate=3.0, outage=6.0
+    )
+
+
+@pytest.mark.slow
+async def test_postgresql_down_for_30_seconds_under_load(
+    crashable_postgres, stack_dir, webhook, fault_report
+):
+    await outage_under_load(
+        crashable_postgres, stack_dir, webhook, fault_report, tickets=120, rate=2.0, outage=30.0
+    )
