@@ -3,7 +3,8 @@
 Every page is first recorded in the notifications log under its own id, so a retried or repeated
 activity never sends twice once a send succeeded. A channel left unconfigured only records the page.
 Failures are classified as for the webhook: 429 waits for Retry-After, other 4xx (and SMTP 5xx) fail
-for good, 5xx, SMTP 4xx and connection errors are retried by Temporal.
+for good, 5xx, SMTP 4xx, timeouts and connection errors are retried by Temporal with backoff, and recorded as
+failed on the last attempt (`MERIDIAN_NOTIFY_ATTEMPTS`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.notifications import NotificationActivities
+from activities.notifications import NotificationActivities, not_delivered
 from db import notifications
 from domain.notifications import Notification
 from domain.pages import Page, PageAction, PageChannel
@@ -41,6 +42,8 @@ class ChannelSettings(BaseModel):
     smtp_starttls: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
+    notify_timeout: float = 10.0  # seconds one Slack or PagerDuty request may take
+    notify_attempts: int = 10  # then the page is recorded as failed
 
 
 # --- what goes on the wire --------------------------------------------------------------------
@@ -187,13 +190,18 @@ class ChannelActivities:
             await notifications.mark(conn, page.id, status, error)
         return status
 
+    async def _not_delivered(self, page: Page, error: str) -> None:
+        await not_delivered(self.pool, page.id, error, self.settings.notify_attempts)
+
     async def _post(self, page: Page, name: str, url: str, payload: dict[str, Any]) -> str:
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         try:
-            response = await self.http.post(url, content=body, headers=headers)
+            response = await self.http.post(
+                url, content=body, headers=headers, timeout=self.settings.notify_timeout
+            )
         except httpx.HTTPError as err:
-            await self._mark(page, "pending", f"{type(err).__name__}: {err}")
+            await self._not_delivered(page, f"{type(err).__name__}: {err}")
             raise
         if response.is_success:
             return await self._mark(page, "delivered")
@@ -203,10 +211,10 @@ class ChannelActivities:
         if answer:
             error += f": {answer}"
         status = response.status_code
-        rejected = 400 <= status < 500 and status != 429
-        await self._mark(page, "failed" if rejected else "pending", error)
-        if rejected:
+        if 400 <= status < 500 and status != 429:
+            await self._mark(page, "failed", error)
             raise ApplicationError(error, type=f"{name}Rejected", non_retryable=True)
+        await self._not_delivered(page, error)
         if status == 429:
             raise ApplicationError(error, type=f"{name}RateLimited", next_retry_delay=_retry_after(response))
         raise ApplicationError(error, type=f"{name}Unavailable")
@@ -234,7 +242,7 @@ class ChannelActivities:
         except aiosmtplib.SMTPResponseException as err:
             await self._smtp_answered(page, err.code, err.message)
         except OSError as err:  # refused, disconnected, timed out (aiosmtplib's included), TLS errors
-            await self._mark(page, "pending", f"{type(err).__name__}: {err}")
+            await self._not_delivered(page, f"{type(err).__name__}: {err}")
             raise
         except aiosmtplib.SMTPException as err:
             # What is left is configuration the server does not support (STARTTLS or AUTH not
@@ -247,8 +255,8 @@ class ChannelActivities:
     async def _smtp_answered(self, page: Page, code: int, message: str) -> None:
         """Marks and raises for an SMTP error reply: 5xx for good, anything else to be retried."""
         error = f"smtp answered {code}: {_one_line(message)}"[: ERROR_BODY_CHARS + 24]
-        rejected = 500 <= code < 600
-        await self._mark(page, "failed" if rejected else "pending", error)
-        if rejected:
+        if 500 <= code < 600:
+            await self._mark(page, "failed", error)
             raise ApplicationError(error, type="EmailRejected", non_retryable=True)
+        await self._not_delivered(page, error)
         raise ApplicationError(error, type="EmailUnavailable")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 import structlog
 from temporalio import activity
@@ -14,9 +16,6 @@ from domain.tickets import TicketInput
 from meridian.temporal import start_ticket_workflow
 
 log = structlog.get_logger(__name__)
-
-# A ticket row older than this with nothing projected means its workflow start was lost.
-UNSTARTED_AFTER_SECONDS = 60.0
 
 
 async def ticket_input_from_row(
@@ -36,16 +35,25 @@ async def ticket_input_from_row(
 
 
 class IntakeActivities:
-    def __init__(self, pool: asyncpg.Pool, client: Client, task_queue: str, lifecycle: LifecyclePolicy):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        client: Client,
+        task_queue: str,
+        lifecycle: LifecyclePolicy,
+        unstarted_after: timedelta = timedelta(minutes=1),
+    ):
         self.pool = pool
         self.client = client
         self.task_queue = task_queue
         self.lifecycle = lifecycle
+        # A ticket row older than this with nothing projected means its workflow start was lost.
+        self.unstarted_after = unstarted_after
 
     @activity.defn(name="start_unstarted_tickets")
     async def start_unstarted_tickets(self) -> int:
         async with self.pool.acquire() as conn:
-            rows = await tickets.tickets_never_started(conn, UNSTARTED_AFTER_SECONDS)
+            rows = await tickets.tickets_never_started(conn, self.unstarted_after.total_seconds())
             inputs = [await ticket_input_from_row(conn, row, self.lifecycle) for row in rows]
         started = 0
         for ticket in inputs:

@@ -70,11 +70,20 @@ class WorkerDependencies:
     detector: LanguageDetectorService
 
 
+def notification_activities(deps: WorkerDependencies, settings: Settings) -> NotificationActivities:
+    return NotificationActivities(
+        deps.pool,
+        deps.http,
+        settings.webhook_url,
+        settings.webhook_secret,
+        timeout=settings.notify_timeout,
+        attempts=settings.notify_attempts,
+    )
+
+
 def regional_activities_for(deps: WorkerDependencies, settings: Settings) -> list:
     """Activities that reach a region's own systems (its notification channels): run near them."""
-    notifications = NotificationActivities(
-        deps.pool, deps.http, settings.webhook_url, settings.webhook_secret
-    )
+    notifications = notification_activities(deps, settings)
     channels = ChannelActivities(
         deps.pool,
         deps.http,
@@ -88,10 +97,10 @@ def activities_for(client: Client, deps: WorkerDependencies, settings: Settings)
     triage = TriageActivities(deps.pool, deps.detector)
     assignment = AssignmentActivities(deps.pool, client, settings.handoff_lead)
     projection = ProjectionActivities(deps.pool)
-    notifications = NotificationActivities(
-        deps.pool, deps.http, settings.webhook_url, settings.webhook_secret
+    notifications = notification_activities(deps, settings)
+    intake = IntakeActivities(
+        deps.pool, client, settings.task_queue, settings.lifecycle(), settings.unstarted_after
     )
-    intake = IntakeActivities(deps.pool, client, settings.task_queue, settings.lifecycle())
     calendars = CalendarActivities(deps.pool)
     channels = ChannelActivities(
         deps.pool,

@@ -181,9 +181,10 @@ async def fresh_database(admin_url: str) -> str:
 
 class Webhook(Loopback):
     """Receives notifications. `mode`: "ok" answers 200, "error" answers 500, "hang" never answers
-    (until the test ends). Every POST is kept: delivery id, kind, when, and what was answered."""
+    (until the test ends); or a function of the notification's JSON saying which. Every POST is
+    kept: delivery id, kind, when, and what was answered."""
 
-    def __init__(self, mode: str = "ok") -> None:
+    def __init__(self, mode: str | Callable[[dict], str] = "ok") -> None:
         self.mode = mode
         self.posts: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -192,8 +193,8 @@ class Webhook(Loopback):
 
         class Handler(JsonHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                mode = webhook.mode
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                mode = webhook.mode if isinstance(webhook.mode, str) else webhook.mode(json.loads(body))
                 with webhook._lock:
                     webhook.posts.append(
                         {
@@ -387,6 +388,7 @@ class Traffic:
     messages: dict[int, str] = field(default_factory=dict)  # ticket id -> message id
     replies: dict[int, str] = field(default_factory=dict)  # ticket id -> reply id
     assigned_after: dict[int, float] = field(default_factory=dict)  # ticket id -> seconds from filing
+    resolved_after: dict[int, float] = field(default_factory=dict)
     filed_at: dict[int, float] = field(default_factory=dict)
     unstarted: set[int] = field(default_factory=set)  # filed with 503 and left to housekeeping
     abandon: Callable[[int], bool] = lambda i: False  # indexes a client gives up on after one 503
@@ -509,9 +511,10 @@ class Traffic:
         if response.status_code == 409:
             await self._until(ticket_id, lambda t: t["status"] == "resolved")
         self.resolved.add(ticket_id)
+        self.resolved_after[ticket_id] = time.monotonic() - filed
 
     def summary(self) -> dict[str, Any]:
-        waits = sorted(self.assigned_after.values())
+        waits, lives = sorted(self.assigned_after.values()), sorted(self.resolved_after.values())
         return {
             "tickets_filed": len(self.ids),
             "customer_messages": len(self.messages),
@@ -528,6 +531,7 @@ class Traffic:
             ),
             "assigned_p50_s": round(waits[len(waits) // 2], 2) if waits else None,
             "assigned_max_s": round(waits[-1], 2) if waits else None,
+            "resolved_p50_s": round(lives[len(lives) // 2], 2) if lives else None,
         }
 
 
