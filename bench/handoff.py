@@ -19,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench import baseline
+from bench.intake import history_counts
 from bench.stack import OpenTicket, Stack, add_shift_team, seed_open_tickets, start_bare
 from domain.lifecycle import LifecyclePolicy
-from domain.tickets import AgentRef
+from domain.tickets import AgentRef, ticket_workflow_id
 
 SEED_RATE = 60.0  # workflow starts per second while seeding
 CAPACITY = 100  # the most tickets the directory lets one agent hold
@@ -152,6 +153,8 @@ async def run(
         "seeding_overran": seeded > boundary,
         "cpu_seconds": {k: round(cpu_after[k] - cpu_before.get(k, 0), 1) for k in cpu_after},
         "proof": await proof(stack, first, last, leaving),
+        # One ticket's whole history: its (seeded) start, then the handoff.
+        "history_of_one_ticket": await history_counts(stack, ticket_workflow_id(first)),
     }
     results: dict[str, Any] = {}
     if "signal" in baselines:
