@@ -51,11 +51,17 @@ def write(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
+LOAD_AT_START: list[float] = []
+
+
 def envelope(
     scenario: str, options: dict[str, Any], result: dict[str, Any], started: float
 ) -> dict[str, Any]:
     from bench.stack import machine
 
+    details = machine()
+    if LOAD_AT_START:
+        details["load_average_at_start"] = LOAD_AT_START
     return {
         "scenario": scenario,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -63,7 +69,7 @@ def envelope(
         # Other work on the machine during the run (load averages over 1, 5 and 15 minutes at its end).
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "options": options,
-        "machine": machine(),
+        "machine": details,
         "stack": "Temporal CLI dev server (SQLite, WAL) + embedded PostgreSQL + `meridian worker` + "
         "`meridian api`, each its own process, as `meridian dev` runs them; the baseline worker beside them",
         **result,
@@ -186,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         if name == "footprint" and getattr(ns, "window", None) is None:
             ns.window = 60.0 if args.quick else 300.0
         print(f"== {name}: {vars(ns)}", flush=True)
+        LOAD_AT_START[:] = [round(x, 2) for x in os.getloadavg()]
         asyncio.run(runners[name](ns))
     from bench.report import write_summary
 
