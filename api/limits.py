@@ -140,8 +140,9 @@ class RateLimits:
     """429 with `Retry-After` for a client over its limit, on `/v1` (health and metrics are free).
 
     - a bearer token: its own bucket (`rate_limit_per_token`; the admin token `rate_limit_admin`);
-    - no bearer token (survey links, and anyone not logged in): a bucket per client address;
-    - a survey link: also a bucket per link, whichever address it comes from.
+    - no bearer token (anyone not logged in): a bucket per client address;
+    - a survey link: the address's bucket and one per link, whichever address it comes from, with
+      or without a bearer token.
     The bucket that refuses a request spends nothing on it, so a client that waits `Retry-After`
     seconds gets through.
     """
@@ -160,15 +161,20 @@ class RateLimits:
 
     def _checks(self, scope: Scope) -> list[tuple[str, str, str]]:
         """(bucket, key, who) for each limit this request counts against."""
+        client = scope.get("client")
+        by_address = ("ip", client[0] if client else "unknown", "your address")
+        if survey := SURVEY_PATH.match(scope["path"]):
+            # The link is the credential and a bearer header is ignored there: it must not buy the
+            # request a fresh bucket of its own instead of the link's and the address's.
+            return [by_address, ("survey", _key(survey.group(1)), "this survey link")]
         token = _bearer(scope)
         if token is not None:
-            admin = self.admin_token is not None and hmac.compare_digest(token, self.admin_token)
+            # As bytes: compare_digest refuses str with non-ASCII characters (a 500, not a refusal).
+            admin = self.admin_token is not None and hmac.compare_digest(
+                token.encode("latin-1"), self.admin_token.encode()
+            )
             return [("admin" if admin else "token", _key(token), "this token")]
-        client = scope.get("client")
-        checks = [("ip", client[0] if client else "unknown", "your address")]
-        if survey := SURVEY_PATH.match(scope["path"]):
-            checks.append(("survey", _key(survey.group(1)), "this survey link"))
-        return checks
+        return [by_address]
 
     async def __call__(self, scope: Scope, receive, send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):

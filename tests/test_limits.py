@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -11,6 +10,7 @@ import pytest
 
 from api.app import create_app
 from api.auth import new_token
+from api.limits import RateLimits
 from db import directory
 from domain.enums import Role
 from domain.ratelimit import Buckets, Rate, parse_rate, retry_after_header
@@ -18,12 +18,33 @@ from meridian.settings import Settings
 from tests.conftest import ADMIN_TOKEN, add_agent, add_customer, make_settings
 
 
+class Clock:
+    """The rate limits' clock, moved only by the test: a busy machine's slow requests refill no bucket."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextlib.asynccontextmanager
 async def app_client(
-    db, dev_env, database_url: str, client_address: str = "203.0.113.7", **overrides
+    db,
+    dev_env,
+    database_url: str,
+    client_address: str = "203.0.113.7",
+    clock: Clock | None = None,
+    **overrides,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
     """The app without a worker: enough for everything refused before a workflow is asked."""
     app = create_app(make_settings(database_url, **overrides), pool=db, client=dev_env.client)
+    if clock is not None:
+        limits = next(m for m in app.user_middleware if m.cls is RateLimits)
+        limits.kwargs["clock"] = clock
     transport = httpx.ASGITransport(app=app, client=(client_address, 40_000))
     async with (
         app.router.lifespan_context(app),
@@ -130,7 +151,8 @@ async def test_a_burst_from_one_token_gets_429_and_other_tokens_carry_on(db, dev
     await add_agent(db, "alice")
     await add_customer(db, "acme")
     alice = await token_for(db, Role.AGENT, "alice")
-    async with app_client(db, dev_env, database_url, rate_limit_per_token="5/minute") as (http, _):
+    overrides = {"rate_limit_per_token": "5/minute", "clock": Clock()}
+    async with app_client(db, dev_env, database_url, **overrides) as (http, _):
         customer = bearer(await token_for(db, Role.CUSTOMER, "acme"))
         answers = [await http.get("/v1/tickets", headers=customer) for _ in range(6)]
         assert [r.status_code for r in answers] == [200] * 5 + [429]
@@ -148,7 +170,8 @@ async def test_a_burst_from_one_token_gets_429_and_other_tokens_carry_on(db, dev
 
 async def test_a_throttled_token_gets_through_after_retry_after(db, dev_env, database_url):
     await add_customer(db, "acme")
-    overrides = {"rate_limit_per_token": "2/second", "rate_limit_admin": "3/minute"}
+    clock = Clock()
+    overrides = {"rate_limit_per_token": "2/second", "rate_limit_admin": "3/minute", "clock": clock}
     async with app_client(db, dev_env, database_url, **overrides) as (http, _):
         answers = [(await http.get("/v1/regions", headers=admin())).status_code for _ in range(4)]
         assert answers == [200, 200, 200, 429]  # the admin token's own limit, when one is set
@@ -160,14 +183,15 @@ async def test_a_throttled_token_gets_through_after_retry_after(db, dev_env, dat
         customer = bearer(await token_for(db, Role.CUSTOMER, "acme"))
         statuses = [(await http.get("/v1/tickets", headers=customer)).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
-        await asyncio.sleep(0.6)  # half a second brings one token back
+        assert (await http.get("/v1/tickets", headers=customer)).headers["Retry-After"] == "1"
+        clock.advance(0.5)  # half a second brings one token back
         assert (await http.get("/v1/tickets", headers=customer)).status_code == 200
 
 
 async def test_survey_links_are_limited_per_address_and_per_link(db, dev_env, database_url):
     link = "/v1/surveys/" + "a" * 20 + "." + "b" * 20  # well formed, badly signed: 403 until limited
     other = "/v1/surveys/" + "c" * 20 + "." + "d" * 20
-    overrides = {"rate_limit_per_survey": "3/minute", "rate_limit_per_ip": "5/minute"}
+    overrides = {"rate_limit_per_survey": "3/minute", "rate_limit_per_ip": "5/minute", "clock": Clock()}
     async with app_client(db, dev_env, database_url, **overrides) as (http, app):
         statuses = [(await http.get(link)).status_code for _ in range(4)]
         assert statuses == [403, 403, 403, 429]  # the link's own limit, whatever the address
@@ -185,3 +209,16 @@ async def test_survey_links_are_limited_per_address_and_per_link(db, dev_env, da
         assert refused.status_code == 429 and "your address" in refused.json()["detail"]
         # Not logged in at all counts against the address too.
         assert (await http.get("/v1/tickets")).status_code == 429
+
+
+async def test_a_bearer_header_buys_a_survey_link_no_fresh_bucket(db, dev_env, database_url):
+    """Survey endpoints ignore bearer tokens, so a made-up one per request must not dodge the link's
+    and the address's limits; and a token that is not ASCII is a 401 like any unknown one, not a 500."""
+    link = "/v1/surveys/" + "a" * 20 + "." + "b" * 20
+    overrides = {"rate_limit_per_survey": "3/minute", "rate_limit_per_ip": "5/minute", "clock": Clock()}
+    async with app_client(db, dev_env, database_url, **overrides) as (http, _):
+        statuses = [(await http.get(link, headers=bearer(new_token("fake")))).status_code for _ in range(4)]
+        assert statuses == [403, 403, 403, 429]
+        odd = {"Authorization": "Bearer caf\u00e9-token".encode("latin-1")}
+        assert (await http.get("/v1/tickets", headers=odd)).status_code == 401
+        assert (await http.get("/v1/tickets", headers={"Authorization": b"Bearer \xff"})).status_code == 401
