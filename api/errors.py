@@ -114,7 +114,7 @@ async def invalid_data(request: Request, exc: Exception) -> JSONResponse:
     Fields are validated before they reach the database; this is the net under that, so input
     that slips through is still the client's 422 with the reason, never a 500.
     """
-    log.warning("database refused a value", path=request.url.path, error=str(exc))
+    log.warning("database refused a value", path=redact_path(request.url.path), error=str(exc))
     return JSONResponse(
         {"detail": f"a value cannot be stored: {exc}"}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT
     )
