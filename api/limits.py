@@ -124,7 +124,9 @@ def _replay(messages: list[Message], then=None):
 
 
 def _bearer(scope: Scope) -> str | None:
-    value = dict(scope["headers"]).get(b"authorization", b"")
+    # The first Authorization header, the one authentication reads (`dict()` would keep the last,
+    # and a second header with a made-up token would name a fresh bucket for every request).
+    value = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
     scheme, _, token = value.decode("latin-1").partition(" ")
     if scheme.lower() != "bearer":
         return None

@@ -222,3 +222,17 @@ async def test_a_bearer_header_buys_a_survey_link_no_fresh_bucket(db, dev_env, d
         odd = {"Authorization": "Bearer caf\u00e9-token".encode("latin-1")}
         assert (await http.get("/v1/tickets", headers=odd)).status_code == 401
         assert (await http.get("/v1/tickets", headers={"Authorization": b"Bearer \xff"})).status_code == 401
+
+
+async def test_a_second_authorization_header_does_not_name_another_bucket(db, dev_env, database_url):
+    """The endpoint authenticates the first Authorization header; the limit must count that one
+    too, not a made-up token sent after it in a second header."""
+    await add_customer(db, "acme")
+    overrides = {"rate_limit_per_token": "3/minute", "clock": Clock()}
+    async with app_client(db, dev_env, database_url, **overrides) as (http, _):
+        token = await token_for(db, Role.CUSTOMER, "acme")
+        statuses = []
+        for _ in range(4):
+            headers = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {new_token('x')}")]
+            statuses.append((await http.get("/v1/tickets", headers=headers)).status_code)
+        assert statuses == [200, 200, 200, 429]
