@@ -204,7 +204,8 @@ def install(app, settings: Settings) -> None:
     app.add_middleware(RateLimits, settings=settings)
 
 
-_known_query: dict[int, frozenset[str]] = {}
+# By id(route), with the route kept so that id is never reused (routes are not hashable).
+_known_query: dict[int, tuple[Any, frozenset[str]]] = {}
 
 
 def _query_names(dependant) -> set[str]:
@@ -216,11 +217,16 @@ def _query_names(dependant) -> set[str]:
 
 
 async def refuse_unknown_query(request: Request) -> None:
-    """A misspelt filter (`?stauts=open`) would silently list everything: it is a 422 instead."""
+    """A misspelt filter (`?stauts=open`) would silently list everything: it is a 422 instead.
+    Survey links are exempt: mail systems add tracking parameters (`?utm_source=...`) to the links
+    customers click."""
+    if SURVEY_PATH.match(request.url.path):
+        return
     route = request.scope["route"]
-    known = _known_query.get(id(route))
-    if known is None:
-        known = _known_query[id(route)] = frozenset(_query_names(route.dependant))
+    cached = _known_query.get(id(route))
+    if cached is None or cached[0] is not route:
+        cached = _known_query[id(route)] = (route, frozenset(_query_names(route.dependant)))
+    known = cached[1]
     if unknown := sorted(set(request.query_params) - known):
         raise RequestValidationError(
             [

@@ -91,6 +91,8 @@ async def test_a_signed_link_answers_once_and_praise_reaches_the_engineer_and_le
 
     form = await api.http.get(path)  # no login
     assert form.status_code == 200, form.text
+    clicked = await api.http.get(f"{path}?utm_source=newsletter&utm_medium=email")  # as mail tools rewrite it
+    assert clicked.status_code == 200 and clicked.json() == form.json()
     questions = {q["id"]: q for q in form.json()["questions"]}
     assert form.json()["language"] == "es" and questions["score"]["label"].startswith("¿Qué tan satisfecho")
     assert questions["reason"]["options"][0] == "response time" and questions["q1"]["kind"] == "text"
