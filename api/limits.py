@@ -133,6 +133,11 @@ def _bearer(scope: Scope) -> str | None:
     return token.strip() or None
 
 
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
 def _key(secret: str) -> str:
     """Buckets are named by a digest, so memory never holds a token or a survey link."""
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()[:32]
@@ -144,7 +149,10 @@ class RateLimits:
     - a bearer token: its own bucket (`rate_limit_per_token`; the admin token `rate_limit_admin`);
     - no bearer token (anyone not logged in): a bucket per client address;
     - a survey link: the address's bucket and one per link, whichever address it comes from, with
-      or without a bearer token.
+      or without a bearer token;
+    - a bearer token the API refuses (401): the address's bucket of failed logins, with the
+      address's rate. Once it is empty, the address's bearer requests get 429 without a database
+      lookup: made-up tokens cannot each buy a fresh bucket.
     The bucket that refuses a request spends nothing on it, so a client that waits `Retry-After`
     seconds gets through.
     """
@@ -158,13 +166,13 @@ class RateLimits:
             "admin": parse_rate(settings.rate_limit_admin),
             "ip": parse_rate(settings.rate_limit_per_ip),
             "survey": parse_rate(settings.rate_limit_per_survey),
+            "refused": parse_rate(settings.rate_limit_per_ip),
         }
         self.buckets = {name: Buckets(rate) for name, rate in rates.items() if rate is not None}
 
     def _checks(self, scope: Scope) -> list[tuple[str, str, str]]:
         """(bucket, key, who) for each limit this request counts against."""
-        client = scope.get("client")
-        by_address = ("ip", client[0] if client else "unknown", "your address")
+        by_address = ("ip", _address(scope), "your address")
         if survey := SURVEY_PATH.match(scope["path"]):
             # The link is the credential and a bearer header is ignored there: it must not buy the
             # request a fresh bucket of its own instead of the link's and the address's.
@@ -182,20 +190,38 @@ class RateLimits:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             return await self.app(scope, receive, send)
         now = self.clock()
-        for bucket, key, who in self._checks(scope):
+        checks = self._checks(scope)
+        refused = self.buckets.get("refused")
+        address = _address(scope)
+        watch = refused is not None and checks[0][0] in ("token", "admin")
+        if watch and (wait := refused.wait(address, now)) > 0:
+            return await self._too_many(send, refused, "your address's refused tokens", wait)
+        for bucket, key, who in checks:
             if bucket not in self.buckets:
                 continue
             wait = self.buckets[bucket].take(key, now)
             if wait > 0:
-                limit = self.buckets[bucket].rate
-                return await _refuse(
-                    send,
-                    429,
-                    f"too many requests from {who} (at most {limit.amount} per {limit.period:g} s); "
-                    f"retry after {retry_after_header(wait)} s",
-                    [(b"retry-after", retry_after_header(wait).encode())],
-                )
-        await self.app(scope, receive, send)
+                return await self._too_many(send, self.buckets[bucket], who, wait)
+        if not watch:
+            return await self.app(scope, receive, send)
+
+        async def send_watching(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                refused.take(address, self.clock())
+            await send(message)
+
+        await self.app(scope, receive, send_watching)
+
+    @staticmethod
+    async def _too_many(send, buckets: Buckets, who: str, wait: float) -> None:
+        limit = buckets.rate
+        await _refuse(
+            send,
+            429,
+            f"too many requests from {who} (at most {limit.amount} per {limit.period:g} s); "
+            f"retry after {retry_after_header(wait)} s",
+            [(b"retry-after", retry_after_header(wait).encode())],
+        )
 
 
 def install(app, settings: Settings) -> None:

@@ -68,6 +68,12 @@ class Buckets:
         self._tokens[key] = (tokens, now)
         return (1.0 - tokens) / self.rate.per_second
 
+    def wait(self, key: str, now: float) -> float:
+        """Seconds until `take` would succeed, spending nothing (0.0: now)."""
+        tokens, at = self._tokens.get(key, (float(self.rate.amount), now))
+        tokens = min(float(self.rate.amount), tokens + max(0.0, now - at) * self.rate.per_second)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate.per_second
+
     def prune(self, now: float) -> None:
         self._since_prune = 0
         full = self.rate.period

@@ -236,3 +236,30 @@ async def test_a_second_authorization_header_does_not_name_another_bucket(db, de
             headers = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {new_token('x')}")]
             statuses.append((await http.get("/v1/tickets", headers=headers)).status_code)
         assert statuses == [200, 200, 200, 429]
+
+
+async def test_made_up_tokens_count_against_their_address(db, dev_env, database_url):
+    """Each unknown token would otherwise get a fresh bucket and cost a database lookup: refused
+    tokens spend the address's allowance, and a real token from elsewhere is unaffected."""
+    await add_customer(db, "acme")
+    token = await token_for(db, Role.CUSTOMER, "acme")
+    clock = Clock()
+    overrides = {"rate_limit_per_ip": "3/minute", "rate_limit_per_token": "100/minute", "clock": clock}
+    async with app_client(db, dev_env, database_url, **overrides) as (http, app):
+        statuses = [
+            (await http.get("/v1/tickets", headers=bearer(new_token("fake")))).status_code for _ in range(4)
+        ]
+        assert statuses == [401, 401, 401, 429]
+        # Even a real token from that address waits now: the address has been guessing.
+        refused = await http.get("/v1/tickets", headers=bearer(token))
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) == 20
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("198.51.100.9", 40_000)),
+            base_url="http://meridian.test",
+        ) as elsewhere:
+            assert (await elsewhere.get("/v1/tickets", headers=bearer(token))).status_code == 200
+        clock.advance(20)
+        assert (await http.get("/v1/tickets", headers=bearer(token))).status_code == 200
+        # Successful requests spend nothing of the address's refused-token allowance.
+        for _ in range(5):
+            assert (await http.get("/v1/tickets", headers=bearer(token))).status_code == 200
