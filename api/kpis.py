@@ -100,6 +100,22 @@ def _query(
     return query
 
 
+def answer_json(query: KpiQuery, rows: list[KpiRow]) -> str:
+    """Built from checked parts and serialised in one pass: validating thousands of rows again
+    would cost more than the query."""
+    return KpiAnswer.model_construct(
+        start=query.start,
+        end=query.end,
+        timezone=query.timezone,
+        bucket=query.bucket,
+        group_by=list(query.group_by),
+        metrics=list(query.metrics),
+        units={m: METRICS[m].unit for m in query.metrics},
+        repeat_days=query.repeat_days,
+        rows=rows,
+    ).model_dump_json()
+
+
 def _csv(query: KpiQuery, rows: list[KpiRow]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -140,17 +156,4 @@ async def get_kpis(
         rows = await kpis.query(conn, query)
     if accept and "text/csv" in accept:
         return Response(_csv(query, rows), media_type="text/csv; charset=utf-8")
-    # Built from checked parts and serialised in one pass: validating thousands of rows again
-    # would cost more than the query.
-    answer = KpiAnswer.model_construct(
-        start=query.start,
-        end=query.end,
-        timezone=query.timezone,
-        bucket=query.bucket,
-        group_by=list(query.group_by),
-        metrics=list(query.metrics),
-        units={m: METRICS[m].unit for m in query.metrics},
-        repeat_days=query.repeat_days,
-        rows=rows,
-    )
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return Response(answer_json(query, rows), media_type="application/json")
