@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench bench-quick bench-kb bench-kpis clean
+.PHONY: install run test lint faults bench bench-quick bench-kb bench-kpis clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Meridian needs Python 3.11 or newer")'
@@ -40,6 +40,11 @@ bench-kb: $(STAMP)
 # KPI queries over a year of follow-the-sun history: 1,000,000 tickets (~20 min, ~6 GB of disk).
 bench-kpis: $(STAMP)
 	$(VENV)/bin/python bench/kpis.py --tickets 1000000
+
+# Fault injection under a stream of tickets: worker SIGKILLs, Temporal and PostgreSQL outages, a
+# failing webhook; the slow runs too (~6 min). Counts go to bench/results/faults.json.
+faults: $(STAMP)
+	MERIDIAN_FAULTS_REPORT=bench/results/faults.json $(VENV)/bin/pytest tests/faults -m "slow or not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

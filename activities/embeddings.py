@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import beating
 from db import kb
 from domain.kb import SearchResult, prepare_chunks
 
@@ -325,8 +326,9 @@ class EmbeddingActivities:
     async def embed_pending_translations(self, limit: int) -> int:
         """The sweep behind publishing: translations whose chunks are missing, stale or another
         model's (the publishing workflow could not start, or the model changed). Returns how many."""
-        async with self.pool.acquire() as conn:
-            pending = await kb.translations_to_embed(conn, self.embedder.name, limit)
-        for translation_id in pending:
-            await self.embed_translation(EmbedTranslationRequest(translation_id=translation_id))
+        async with beating():
+            async with self.pool.acquire() as conn:
+                pending = await kb.translations_to_embed(conn, self.embedder.name, limit)
+            for translation_id in pending:
+                await self.embed_translation(EmbedTranslationRequest(translation_id=translation_id))
         return len(pending)

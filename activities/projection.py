@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
+from activities.heartbeats import beating
 from db import kpis, tickets
 from domain.tickets import ProjectionBatch
 
@@ -27,5 +28,5 @@ class ProjectionActivities:
     async def refresh_kpi_rollups(self, max_days: int) -> int:
         """Brings the daily KPI rollups up to date with the tickets changed since the last run;
         a run that finds another one under way skips its turn."""
-        async with self.pool.acquire() as conn:
+        async with beating(), self.pool.acquire() as conn:
             return await kpis.refresh_rollups(conn, max_days=max_days)

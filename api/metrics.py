@@ -96,12 +96,12 @@ class ApiMetrics:
             ["region", "priority"],
             registry=self.registry,
         )
-        # A day back only: a delivery that ran out of retries stays 'pending' in the log for good, and
-        # would otherwise hold the oldest-pending age (and its alert) up forever.
+        # A day back only: a delivery whose worker died for good mid-retry (or one from before failed
+        # rows were written on the last attempt) stays 'pending', and would hold its alert up forever.
         self.notifications_undelivered = Gauge(
             "meridian_notifications_undelivered",
             "Notifications and pages of the last 24 h not delivered: still retrying (pending) or "
-            "refused by the receiver (failed), by channel",
+            "refused by the receiver or given up after the last attempt (failed), by channel",
             ["channel", "status"],
             registry=self.registry,
         )

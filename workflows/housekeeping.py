@@ -25,6 +25,11 @@ with workflow.unsafe.imports_passed_through():
 CHORE_RETRY = RetryPolicy(maximum_attempts=3)
 EMBEDDING_SWEEP = "embedding-sweep"  # workflow.patched: knowledge-base translations left unindexed
 KPI_REFRESH = "kpi-rollup-refresh"  # workflow.patched: the daily KPI rollups follow changed tickets
+# workflow.patched: the long chores heartbeat, so an attempt lost with its worker (or with Temporal)
+# is retried after CHORE_HEARTBEAT instead of holding the whole run, and the schedule skipping every
+# run after it, for minutes.
+CHORE_HEARTBEATS = "chore-heartbeats"
+CHORE_HEARTBEAT = timedelta(seconds=30)
 SWEEP_BATCH = 20
 # Zone-days one run may rebuild: a day's changes touch a few; a new time zone's year is spread
 # over runs instead of holding one activity for minutes.
@@ -59,6 +64,8 @@ class HousekeepingWorkflow:
         except ActivityError:
             workflow.logger.exception("starting lost tickets failed; the next run tries again")
             started = 0
+        # Options of the long chores (keyword arguments for execute_activity_method).
+        beats = {"heartbeat_timeout": CHORE_HEARTBEAT} if workflow.patched(CHORE_HEARTBEATS) else {}
         embedded = 0
         if workflow.patched(EMBEDDING_SWEEP):
             try:
@@ -67,6 +74,7 @@ class HousekeepingWorkflow:
                     SWEEP_BATCH,
                     start_to_close_timeout=timedelta(minutes=3),
                     retry_policy=CHORE_RETRY,
+                    **beats,
                 )
             except ActivityError:
                 workflow.logger.exception("embedding sweep failed; the next run tries again")
@@ -78,6 +86,7 @@ class HousekeepingWorkflow:
                     KPI_REFRESH_DAYS,
                     start_to_close_timeout=timedelta(minutes=5),
                     retry_policy=CHORE_RETRY,
+                    **beats,
                 )
             except ActivityError:
                 workflow.logger.exception("KPI rollup refresh failed; the next run tries again")

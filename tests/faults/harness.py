@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -422,10 +423,6 @@ class Traffic:
                 response = None
             if response is not None:
                 self.answers[f"{method} {route} {response.status_code}"] += 1
-                if response.status_code in ok:
-                    return response
-                if response.status_code not in self.allowed:
-                    raise Unexpected(f"{method} {path}: {response.status_code} {response.text[:300]}")
                 if response.status_code == 503:
                     self.unavailable.append(
                         {
@@ -434,6 +431,10 @@ class Traffic:
                             "retry_after": response.headers.get("Retry-After"),
                         }
                     )
+                if response.status_code in ok:
+                    return response
+                if response.status_code not in self.allowed:
+                    raise Unexpected(f"{method} {path}: {response.status_code} {response.text[:300]}")
             if time.monotonic() > deadline:
                 raise Unexpected(f"{method} {path} never succeeded in {self.patience:.0f} s")
             self.retries += 1
@@ -460,18 +461,19 @@ class Traffic:
             "body": f"Our nightly export number {i} stops with an error since this morning. Please help.",
         }
         key = {"Idempotency-Key": f"{self.run}-{i}"}
-        if self.abandon(i):
+        while self.abandon(i):
             response = await self._call(
                 "POST", "/v1/tickets", "/tickets", ok={200, 201, 503}, json=body, h=key
             )
-            if response.status_code == 503:  # this client never retries: housekeeping must start it
-                ticket_id = int(response.json()["detail"].split()[1])
-                self.unstarted.add(ticket_id)
-                return ticket_id
-            return response.json()["id"]
-        return (await self._call("POST", "/v1/tickets", "/tickets", ok={200, 201}, json=body, h=key)).json()[
-            "id"
-        ]
+            if response.status_code != 503:
+                return response.json()["id"]
+            if saved := re.match(r"ticket (\d+) is saved", response.json()["detail"]):
+                # Saved, its workflow not started: this client never retries, housekeeping must.
+                self.unstarted.add(int(saved[1]))
+                return int(saved[1])
+            await asyncio.sleep(0.5)  # nothing was saved (PostgreSQL is away): try again
+        response = await self._call("POST", "/v1/tickets", "/tickets", ok={200, 201}, json=body, h=key)
+        return response.json()["id"]
 
     async def _life(self, i: int) -> None:
         filed = time.monotonic()
@@ -536,6 +538,30 @@ class Traffic:
 
 
 # --- what the stores hold afterwards ------------------------------------------------------------
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """A Prometheus endpoint's samples: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        text = (await http.get(f"{url}/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def failed_activity_attempts(stack: Stack) -> dict[str, int]:
+    """Activity attempts that failed in the running worker process (each one retried by Temporal)."""
+    samples = await scrape(f"http://{stack.env['MERIDIAN_WORKER_METRICS_ADDRESS']}")
+    failed: Counter = Counter()
+    for (name, labels), value in samples.items():
+        if name.removesuffix("_total") == "temporal_activity_execution_failed":
+            failed[dict(labels)["activity_type"]] += int(value)
+    return dict(failed)
+
 
 ONCE_PER_TICKET = ("created", "triaged", "resolved")
 
@@ -669,3 +695,98 @@ def wrong(counts: dict[str, Any]) -> dict[str, Any]:
 
 def elapsed(since: float) -> float:
     return round(time.monotonic() - since, 1)
+
+
+# --- faults and the run that injects them -------------------------------------------------------
+
+Injection = Callable[[Stack], Awaitable[dict[str, Any]]]
+FAILED_ATTEMPTS = "activity_attempts_failed_and_retried"
+
+
+def kill_worker() -> Injection:
+    """SIGKILL the worker process, then start a new one at once (as a supervisor would)."""
+
+    async def inject(stack: Stack) -> dict[str, Any]:
+        failed = await failed_activity_attempts(stack)  # its counters die with it
+        stack.worker.kill(signal.SIGKILL)
+        await stack.start_worker()
+        return {"worker_sigkills": 1, FAILED_ATTEMPTS: sum(failed.values())}
+
+    return inject
+
+
+def stop_temporal(down_s: float, how: signal.Signals = signal.SIGTERM) -> Injection:
+    """Stop the Temporal dev server for `down_s` seconds; meanwhile ask the API for its health and a
+    page of tickets (reads come from PostgreSQL and must not need Temporal)."""
+
+    async def inject(stack: Stack) -> dict[str, Any]:
+        stack.temporal.kill(how)
+        down = time.monotonic()
+        try:
+            async with httpx.AsyncClient(base_url=stack.url, timeout=30, trust_env=False) as http:
+                health = await http.get("/healthz")
+                read = await http.get(
+                    "/v1/tickets?limit=200", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                )
+            await asyncio.sleep(max(0.0, down_s - (time.monotonic() - down)))
+        finally:
+            await stack.temporal.start_and_wait()
+        assert health.status_code == 503 and health.json()["temporal"].startswith("error"), health.text
+        assert read.status_code == 200, f"a read needed Temporal: {read.status_code} {read.text[:200]}"
+        return {f"temporal_{how.name.lower()}": 1, "temporal_down_s": elapsed(down)}
+
+    return inject
+
+
+def crash_postgres(postgres: Postgres, down_s: float) -> Injection:
+    """PostgreSQL stops as in a crash (`pg_ctl stop -m immediate`) and starts again `down_s` later."""
+
+    async def inject(stack: Stack) -> dict[str, Any]:
+        postgres.crash()
+        down = time.monotonic()
+        try:
+            await asyncio.sleep(down_s)
+        finally:
+            postgres.start()
+        return {"postgres_crashes": 1, "postgres_down_s": elapsed(down)}
+
+    return inject
+
+
+async def under_load(
+    stack: Stack, traffic: Traffic, faults: list[tuple[float, Injection]], *, within: float = 180
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the ticket stream, inject each fault `at` seconds into it (in order), wait until the desk
+    has caught up, audit it, and check what no fault may cause. Returns (injected, checked)."""
+    flowing = asyncio.create_task(traffic())
+    begun = time.monotonic()
+    injected: Counter = Counter()
+    try:
+        for at, inject in faults:
+            await asyncio.sleep(max(0.0, begun + at - time.monotonic()))
+            injected.update(await inject(stack))
+        last_fault = time.monotonic()
+        await flowing
+    finally:
+        flowing.cancel()
+    await wait_for_quiet(stack.database_url, traffic, within=within)
+    caught_up = elapsed(last_fault)
+    failed_attempts = injected.pop(FAILED_ATTEMPTS, 0) + sum((await failed_activity_attempts(stack)).values())
+    counts = await audit(stack.database_url, traffic, await stack.temporal_client())
+    assert stack.worker.running and stack.api.running, "the worker or the API died"
+    assert not traffic.unexpected, traffic.unexpected[:5]
+    assert wrong(counts) == {}, wrong(counts)
+    summary = traffic.summary()
+    assert summary["answers_5xx_other"] == 0, traffic.answers
+    assert summary["answers_503_with_retry_after"] == summary["answers_503"], "a 503 without Retry-After"
+    assert all(u["detail"] for u in traffic.unavailable), "a 503 that does not say why"
+    injected_counts = {k: round(v, 1) if isinstance(v, float) else v for k, v in injected.items()}
+    return (
+        {"tickets": traffic.tickets, "rate_per_s": traffic.rate, **injected_counts},
+        {
+            **summary,
+            **counts,
+            FAILED_ATTEMPTS: failed_attempts,
+            "caught_up_after_last_fault_s": caught_up,
+        },
+    )

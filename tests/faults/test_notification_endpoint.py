@@ -10,25 +10,13 @@ import time
 from pathlib import Path
 
 import asyncpg
-import httpx
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.faults.harness import REPO, Traffic, audit, elapsed, running_stack, wait_for_quiet, wrong
+from tests.faults.harness import REPO, Traffic, audit, elapsed, running_stack, scrape, wait_for_quiet, wrong
 
 ATTEMPTS = 3
 TIMEOUT_S = 1.0
 RETRY_BACKOFF_S = [1.0, 2.0]  # NOTIFY_RETRY in workflows/ticket.py: 1 s, then doubling
-
-
-async def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    async with httpx.AsyncClient(trust_env=False, timeout=30) as http:
-        text = (await http.get(f"{url}/metrics")).text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def alert_expr(name: str) -> str:
