@@ -57,7 +57,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             json.dumps(
                 {
                     "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "platform": platform.platform(),
+                        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+                    },
                     "passed": exitstatus == 0,
                     "scenarios": REPORTS,
                 },
