@@ -115,6 +115,30 @@ KB_SUGGESTIONS = "kb-suggestions"  # articles, duplicates and a module hint from
 TICKET_TO_ARTICLE = "ticket-to-article"  # a resolution without an article drafts one
 SIGNED_SURVEYS = "signed-surveys"  # the survey goes out as a signed single-use link
 CSAT_FOLLOW_UP = "csat-follow-up"  # low scores open a recovery task, praise reaches the engineers
+# Every patch above in one marker. Each patched() call records a marker and upserts the
+# TemporalChangeVersion search attribute: two history events and a visibility write, 12 of a new
+# ticket's first 37 events (docs/performance.md). A ticket started with ALL_PATCHES records only it
+# and takes every patch in COVERED_BY_ALL; one started before still asks for each, as it did. A
+# patch added later is not covered: it must be asked for on its own (`_patched` does so).
+ALL_PATCHES = "all-patches-2026-11"
+COVERED_BY_ALL = frozenset(
+    {
+        DISPATCH_OUTSIDE_UPDATES,
+        NOTIFY_LATE_MESSAGES,
+        NO_CLOCK_AFTER_REOPEN_WINDOW,
+        SHIFT_HANDOFF,
+        WARNING_THRESHOLDS,
+        ROUTING_FALLBACK,
+        ESCALATION_CHAINS,
+        REGIONAL_QUEUES,
+        LOCALISED_TEAM_CHANGE,
+        TRANSLATED_CONVERSATION,
+        KB_SUGGESTIONS,
+        TICKET_TO_ARTICLE,
+        SIGNED_SURVEYS,
+        CSAT_FOLLOW_UP,
+    }
+)
 PAGE_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "warning"}
 LAST_MESSAGE_CHARS = 500
 # What SREs count on /metrics: escalations, breaches, acknowledgements, handoffs, surveys.
@@ -186,6 +210,7 @@ class TicketWorkflow:
         self.fallback = False  # likewise for the native -> fluent -> machine translation fallback
         self.escalations = False  # and for escalation chains
         self.regional = False  # and for region-facing activities on regional task queues
+        self.all_patches: bool | None = None  # whether this run recorded ALL_PATCHES; asked once
         # Replay-safe: the Runtime's Prometheus exporter serves it on the worker's /metrics.
         self.event_counter = workflow.metric_meter().create_counter(
             "meridian_ticket_events", "Timeline events of tickets by kind, region and priority"
@@ -195,16 +220,16 @@ class TicketWorkflow:
 
     @workflow.run
     async def run(self, input: TicketInput) -> TicketOutcome:
-        self.handoffs = workflow.patched(SHIFT_HANDOFF)
-        if workflow.patched(WARNING_THRESHOLDS):
+        self.handoffs = self._patched(SHIFT_HANDOFF)
+        if self._patched(WARNING_THRESHOLDS):
             self.warning_ratios = sorted(self.lifecycle.sla_warning_ratios)
-        self.fallback = workflow.patched(ROUTING_FALLBACK)
-        self.escalations = workflow.patched(ESCALATION_CHAINS)
-        self.regional = workflow.patched(REGIONAL_QUEUES)
+        self.fallback = self._patched(ROUTING_FALLBACK)
+        self.escalations = self._patched(ESCALATION_CHAINS)
+        self.regional = self._patched(REGIONAL_QUEUES)
         if input.state is None:
             async with self.lock:
                 await self._triage(input.body)
-                if workflow.patched(KB_SUGGESTIONS):
+                if self._patched(KB_SUGGESTIONS):
                     await self._consult_knowledge_base(input.body)
                 await self._assign(preferred=None)
         while True:
@@ -601,7 +626,7 @@ class TicketWorkflow:
             ack_deadline=now + self.lifecycle.handoff_ack_timeout,
         )
         team = outcome.region_name or receiver.region
-        if workflow.patched(LOCALISED_TEAM_CHANGE):
+        if self._patched(LOCALISED_TEAM_CHANGE):
             message, language = say(Phrase.TEAM_CHANGED, s.language, team=team)
         else:
             message, language = f"Your ticket is now with our {team} team.", "en"
@@ -702,7 +727,7 @@ class TicketWorkflow:
         if survey.sent_at is None and not survey.finished and now >= resolved_at + policy.csat_delay:
             survey.sent_at = now
             self._event("csat_sent", Actor.system(self.s.region))
-            if workflow.patched(SIGNED_SURVEYS):
+            if self._patched(SIGNED_SURVEYS):
                 survey.survey_id = str(workflow.uuid4())
                 self._send_survey(reminder=False)
             else:
@@ -941,7 +966,7 @@ class TicketWorkflow:
             stays_resolved = s.status is TicketStatus.CLOSED or (
                 s.status is TicketStatus.RESOLVED and now >= s.resolved_at + self.lifecycle.reopen_window
             )
-            if not (stays_resolved and workflow.patched(NO_CLOCK_AFTER_REOPEN_WINDOW)):
+            if not (stays_resolved and self._patched(NO_CLOCK_AFTER_REOPEN_WINDOW)):
                 self._awaiting_answer(now)
             self._event(
                 "customer_message",
@@ -954,14 +979,14 @@ class TicketWorkflow:
             )
             if s.status is TicketStatus.RESOLVED and now < s.resolved_at + self.lifecycle.reopen_window:
                 await self._open_again(message.actor, "customer wrote again")
-            elif s.status is TicketStatus.RESOLVED and workflow.patched(NOTIFY_LATE_MESSAGES):
+            elif s.status is TicketStatus.RESOLVED and self._patched(NOTIFY_LATE_MESSAGES):
                 # Too late to reopen, but someone must read it.
                 recipient = ("agent", s.assignee.id) if s.assignee else ("region", s.region)
                 self._notify("late_customer_message", *recipient, {"message_id": message.message_id})
             elif s.status is TicketStatus.PENDING_CUSTOMER:
                 self._set_status(TicketStatus.OPEN, message.actor, "customer replied")
             if s.assignee is not None and s.status in OPEN_STATES:
-                if s.machine_translation and workflow.patched(TRANSLATED_CONVERSATION):
+                if s.machine_translation and self._patched(TRANSLATED_CONVERSATION):
                     await self._translate_for_agent(message)
                 self._notify("customer_message", "agent", s.assignee.id, {"message_id": message.message_id})
 
@@ -982,7 +1007,7 @@ class TicketWorkflow:
                 "agent_id": reply.agent.id,
                 "agent_name": reply.agent.name,
             }
-            if not reply.internal and s.machine_translation and workflow.patched(TRANSLATED_CONVERSATION):
+            if not reply.internal and s.machine_translation and self._patched(TRANSLATED_CONVERSATION):
                 # The customer reads their language; the agent's own words stay on the event.
                 translated = await self._translate(reply.body, None, s.language or "en")
                 data |= {
@@ -1066,7 +1091,7 @@ class TicketWorkflow:
     async def assign(self, request: AssignRequest) -> AgentRef:
         async with self.lock:
             self._check_assign(request)
-            dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
+            dispatch_outside = self._patched(DISPATCH_OUTSIDE_UPDATES)
             try:
                 agent = await workflow.execute_activity_method(
                     AssignmentActivities.claim_agent,
@@ -1083,7 +1108,7 @@ class TicketWorkflow:
             if dispatch_outside and self.s.assignee is not None:
                 self._dispatch_queue_soon()  # the previous assignee has room now
             needs_translation = False
-            if agent.languages and self.s.language and workflow.patched(TRANSLATED_CONVERSATION):
+            if agent.languages and self.s.language and self._patched(TRANSLATED_CONVERSATION):
                 needs_translation = self.s.language not in agent.languages
             self._take(agent, request.reason or "assigned by hand", request.actor, needs_translation)
             await self._flush()
@@ -1148,7 +1173,7 @@ class TicketWorkflow:
             if (
                 request.article_id is None
                 and self.lifecycle.draft_articles
-                and workflow.patched(TICKET_TO_ARTICLE)
+                and self._patched(TICKET_TO_ARTICLE)
             ):
                 await self._draft_article(request.resolution)
             await self._flush()
@@ -1178,7 +1203,7 @@ class TicketWorkflow:
         s.status, s.resolved_at, s.survey = TicketStatus.RESOLVED, now, Survey()
         self._event("resolved", actor, data=data)
         self._close_pagerduty_incident(PageAction.RESOLVE)
-        dispatch_outside = workflow.patched(DISPATCH_OUTSIDE_UPDATES)
+        dispatch_outside = self._patched(DISPATCH_OUTSIDE_UPDATES)
         await workflow.execute_activity_method(
             AssignmentActivities.release_agent,
             ReleaseRequest(ticket_id=s.ticket_id, at=now, dispatch=not dispatch_outside),
@@ -1326,7 +1351,7 @@ class TicketWorkflow:
             if answer.reason or answer.answers:
                 data |= {"reason": answer.reason, "answers": answer.answers}
             self._event("csat_received", answer.actor, data=data)
-            if workflow.patched(CSAT_FOLLOW_UP):
+            if self._patched(CSAT_FOLLOW_UP):
                 await self._follow_up(answer, now)
             await self._flush()
             return survey
@@ -1383,6 +1408,18 @@ class TicketWorkflow:
         return self.s
 
     # --- bookkeeping ----------------------------------------------------------------------
+
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched`, with every patch of COVERED_BY_ALL behind the one ALL_PATCHES marker.
+
+        The first call (at the start of `run`) decides: replaying a ticket started before
+        ALL_PATCHES finds no such marker and asks for each patch as before; a new ticket records
+        the marker once and skips the others' markers."""
+        if patch_id not in COVERED_BY_ALL:
+            return workflow.patched(patch_id)
+        if self.all_patches is None:
+            self.all_patches = workflow.patched(ALL_PATCHES)
+        return self.all_patches or workflow.patched(patch_id)
 
     def _seen(self, key: str) -> bool:
         if key in self.s.recent_message_ids:
