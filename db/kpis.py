@@ -21,7 +21,7 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -431,11 +431,28 @@ async def backfill(pool: asyncpg.Pool, *, only_stale: bool = True, batch: int = 
 # --- accumulating facts in SQL ----------------------------------------------------------------
 
 
-def _bucket_sql(ts: str, bucket: Bucket) -> str:
-    """The bucket of `ts` in time zone $1 (the only parameter it uses), in the types
-    `_bucket_value` turns into keys."""
+def _hour_origin(timezone: str, ranges: Sequence[tuple[datetime, datetime]]) -> datetime | None:
+    """The first instant of a local hour, when every local hour over `ranges` starts a whole number
+    of hours after it: the zone's offset stays put there, or moves by whole hours, as almost every
+    zone's does. Hour buckets are then plain arithmetic instead of two time-zone conversions a row."""
+    zone = ZoneInfo(timezone)
+    start, end = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    offset = start.astimezone(zone).utcoffset()
+    at = start
+    while at <= end + timedelta(hours=1):
+        if (at.astimezone(zone).utcoffset() - offset) % timedelta(hours=1):
+            return None  # e.g. Lord Howe Island's half-hour summer time
+        at += timedelta(hours=1)
+    return start.astimezone(zone).replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def _bucket_sql(ts: str, bucket: Bucket, hour_origin: bool = False) -> str:
+    """The bucket of `ts` in time zone $1 (the only parameter it uses; with `hour_origin`, $1 is
+    the first instant of a local hour instead), in the types `_bucket_value` turns into keys."""
     if bucket is Bucket.NONE:
         return "NULL::date"
+    if bucket is Bucket.HOUR and hour_origin:
+        return f"date_bin('1 hour', {ts}, $1::timestamptz)"
     if bucket is Bucket.DAY:
         return f"({ts} AT TIME ZONE $1)::date"
     if bucket is Bucket.WEEK:
@@ -629,8 +646,9 @@ async def _gather(
     # $1 is the time zone when buckets need it; PostgreSQL refuses a parameter no clause uses.
     args: list = [at for pair in ranges for at in pair]
     first = 1
+    origin = _hour_origin(timezone, ranges) if bucket is Bucket.HOUR else None
     if bucket is not Bucket.NONE:
-        args, first = [timezone, *args], 2
+        args, first = [origin or timezone, *args], 2
     only = ""
     if tickets is not None:
         args.append(list(tickets))
@@ -643,24 +661,27 @@ async def _gather(
     def where(ts: str) -> str:
         return f"WHERE {_within(ts, len(ranges), first)}{only.format(t=ts.split('.')[0])}"
 
+    def bucket_of(ts: str) -> str:
+        return _bucket_sql(ts, bucket, hour_origin=origin is not None)
+
     groups = _Groups(sets, bucket=bucket is not Bucket.NONE)
     histograms = list(histograms)
     statements: list[tuple[str, list[str]]] = []
     if cohort:
         ticket_histograms = [h for h in histograms if h not in LEG_HISTOGRAMS]
         sums = {name: sql for name, sql in _TICKET_SUMS.items() if name in fields}
-        rows = f"""SELECT {_bucket_sql("f.created_at", bucket)} AS bucket, {_DIMENSIONS_OF_F}
+        rows = f"""SELECT {bucket_of("f.created_at")} AS bucket, {_DIMENSIONS_OF_F}
                        {_columns_read(sums, ticket_histograms)}
                    FROM {facts} f {where("f.created_at")}"""
         statements.append((_statement(rows, groups, sums, ticket_histograms), list(sums)))
         leg_histograms = [h for h in histograms if h in LEG_HISTOGRAMS]
         sums = {name: sql for name, sql in _LEG_SUMS.items() if name in fields}
         if sums or leg_histograms:  # legs outnumber tickets: read them only for region metrics
-            rows = f"""SELECT {_bucket_sql("l.created_at", bucket)} AS bucket, {_LEG_COLUMNS}
+            rows = f"""SELECT {bucket_of("l.created_at")} AS bucket, {_LEG_COLUMNS}
                        FROM {legs} l {where("l.created_at")}"""
             statements.append((_statement(rows, groups, sums, leg_histograms), list(sums)))
     if moves:
-        rows = f"""SELECT {_bucket_sql("m.at", bucket)} AS bucket, {_DIMENSIONS_OF_M}, m.delta,
+        rows = f"""SELECT {bucket_of("m.at")} AS bucket, {_DIMENSIONS_OF_M}, m.delta,
                        extract(epoch FROM m.created_at)::float8 AS created_epoch
                    FROM (SELECT p.*, p.opened_at AS at, 1 AS delta FROM {periods} p {where("p.opened_at")}
                          UNION ALL

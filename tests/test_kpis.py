@@ -509,10 +509,13 @@ QUERIES = [
     {"group_by": ("agent", "priority"), "bucket": Bucket.DAY, "timezone": "Europe/Dublin"},
     {"group_by": ("region", "language", "channel"), "timezone": "America/New_York"},
     {"group_by": ("module", "channel"), "timezone": "Asia/Singapore"},
+    # Hours across New York's spring-forward (8 March), and in a zone half an hour off UTC.
+    {"group_by": ("region",), "bucket": Bucket.HOUR, "timezone": "America/New_York"},
+    {"bucket": Bucket.HOUR, "timezone": "Australia/Adelaide"},
 ]
 
 
-async def test_postgresql_agrees_with_the_timeline_on_every_path(kpi_db):
+async def test_postgresql_agrees_with_the_timeline_on_every_path(kpi_db, monkeypatch):
     rng = random.Random(11)
     # Around the March change in New York, at all hours.
     stories = [
@@ -532,6 +535,10 @@ async def test_postgresql_agrees_with_the_timeline_on_every_path(kpi_db):
     expected = [aggregate(facts, q) for q in queries]
     for got, want in zip(await answers(), expected, strict=True):  # from ticket_facts alone
         same(want, got)
+    with monkeypatch.context() as hours:  # hour buckets the slow way, as for Lord Howe Island
+        hours.setattr(kpis, "_hour_origin", lambda timezone, ranges: None)
+        for got, want in zip(await answers(), expected, strict=True):
+            same(want, got)
     async with kpi_db.acquire() as conn:
         assert await kpis.refresh_rollups(conn) > 0
         assert await conn.fetchval("SELECT count(*) FROM kpi_pending") == 0
@@ -716,3 +723,11 @@ async def test_the_projection_keeps_a_live_tickets_facts_current(api, kpi_db):
     }
     response = await api.http.get("/v1/kpis", params=params, headers=api.admin)
     assert [r["values"] for r in response.json()["rows"]] == [{"tickets": 1, "resolved": 1}]
+
+
+def test_hours_are_arithmetic_only_where_the_offset_moves_by_whole_hours():
+    march = [(datetime(2026, 3, 6, tzinfo=UTC), datetime(2026, 3, 10, tzinfo=UTC))]
+    assert kpis._hour_origin("America/New_York", march) == datetime(2026, 3, 6, tzinfo=UTC)
+    assert kpis._hour_origin("Asia/Kolkata", march) == datetime(2026, 3, 5, 23, 30, tzinfo=UTC)
+    april = [(datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 4, 20, tzinfo=UTC))]
+    assert kpis._hour_origin("Australia/Lord_Howe", april) is None  # summer time is half an hour
