@@ -32,6 +32,12 @@ def regional_task_queue(base: str, region: str) -> str:
     return f"{base}-{region}"
 
 
+def delivery_task_queue(base: str) -> str:
+    """Where the central worker delivers notifications and pages, beside (never in) the slots that
+    ticket lifecycles use: a receiver that hangs fills this queue's slots, not the tickets'."""
+    return f"{base}--deliveries"
+
+
 class RegionFields(BaseModel):
     name: PlainText = Field(min_length=1, max_length=100)
     timezone: str = Field(description="IANA time zone, e.g. Asia/Singapore")

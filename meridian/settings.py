@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # seconds; after `notify_attempts` attempts with backoff it is recorded as failed.
     notify_timeout: float = Field(default=10.0, gt=0)
     notify_attempts: int = Field(default=10, ge=1)
+    # Deliveries one worker runs at once per delivery queue (each region's, and the central one);
+    # None: the SDK's default (100). They never share slots with ticket lifecycles.
+    delivery_concurrency: int | None = Field(default=None, ge=1)
     # Escalation channels; each one left unset is recorded in the notifications log only.
     slack_webhook_url: str | None = None
     pagerduty_routing_key: str | None = None

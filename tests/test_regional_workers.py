@@ -9,9 +9,10 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 
 from api.app import create_app
+from domain.directory import delivery_task_queue
 from domain.tickets import ticket_workflow_id
 from tests.conftest import Api, add_agent, add_customer, make_settings
-from workers.main import build_regional_worker, build_worker
+from workers.main import build_delivery_worker, build_regional_worker, build_worker
 
 
 async def scheduled_queues(client, ticket_id: int, activity: str) -> list[str]:
@@ -76,13 +77,17 @@ async def test_a_regional_worker_alone_serves_its_region(db, dev_env, shared_dep
     }
 
 
-async def test_without_a_regional_worker_the_central_queue_takes_over(db, dev_env, shared_deps, database_url):
+async def test_without_a_regional_worker_the_central_worker_takes_over(
+    db, dev_env, shared_deps, database_url
+):
     settings = make_settings(database_url, regional_pickup_timeout=timedelta(seconds=1))
     await add_agent(db, "kenji", region="apac")
     await add_customer(db, "sakura", region="apac")
     app = create_app(settings, pool=db, client=dev_env.client)
+    deliveries = delivery_task_queue(settings.task_queue)
     async with (
         build_worker(dev_env.client, shared_deps, settings),
+        build_delivery_worker(dev_env.client, shared_deps, settings, deliveries),
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://meridian.test") as http,
     ):
@@ -90,4 +95,5 @@ async def test_without_a_regional_worker_the_central_queue_takes_over(db, dev_en
         ticket_id = await file(api, "sakura")
         await recorded_notifications(db, ticket_id)
     queues = await scheduled_queues(dev_env.client, ticket_id, "deliver_notification")
-    assert queues == [f"{settings.task_queue}-apac", settings.task_queue]
+    # On the central worker's delivery queue: its own slots, never those of ticket lifecycles.
+    assert queues == [f"{settings.task_queue}-apac", deliveries]

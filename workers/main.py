@@ -40,7 +40,7 @@ from activities.translation import TranslationActivities, TranslationSettings, t
 from activities.triage import TriageActivities
 from db import directory
 from db.pool import create_pool
-from domain.directory import regional_task_queue
+from domain.directory import delivery_task_queue, regional_task_queue
 from meridian import temporal
 from meridian.settings import Settings
 from workflows.housekeeping import HousekeepingWorkflow
@@ -215,10 +215,17 @@ def build_worker(client: Client, deps: WorkerDependencies, settings: Settings) -
 def build_regional_worker(
     client: Client, deps: WorkerDependencies, settings: Settings, region: str
 ) -> Worker:
+    return build_delivery_worker(client, deps, settings, regional_task_queue(settings.task_queue, region))
+
+
+def build_delivery_worker(client: Client, deps: WorkerDependencies, settings: Settings, queue: str) -> Worker:
+    """Notifications and pages on a queue of their own (a region's, or the central delivery queue),
+    with slots of their own: a receiver that hangs can fill them, never the ticket lifecycles'."""
     return Worker(
         client,
-        task_queue=regional_task_queue(settings.task_queue, region),
+        task_queue=queue,
         activities=regional_activities_for(deps, settings),
+        max_concurrent_activities=settings.delivery_concurrency,
     )
 
 
@@ -231,9 +238,10 @@ async def build_workers(
         return [build_regional_worker(client, deps, settings, region)]
     async with deps.pool.acquire() as conn:
         regions = [r.id for r in await directory.list_regions(conn)]
-    return [build_worker(client, deps, settings)] + [
-        build_regional_worker(client, deps, settings, r) for r in regions
-    ]
+    return [
+        build_worker(client, deps, settings),
+        build_delivery_worker(client, deps, settings, delivery_task_queue(settings.task_queue)),
+    ] + [build_regional_worker(client, deps, settings, r) for r in regions]
 
 
 def metrics_runtime(bind_address: str | None) -> Runtime | None:

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.surveys import PraiseRequest, RecoveryRequest, SendSurveyRequest, SurveyActivities
     from activities.translation import TranslationActivities
     from activities.triage import TriageActivities, TriageRequest
-    from domain.directory import regional_task_queue
+    from domain.directory import delivery_task_queue, regional_task_queue
     from domain.enums import TicketStatus
     from domain.errors import AGENT_UNAVAILABLE, INVALID_INPUT, INVALID_STATE, NOT_ASSIGNEE, refuse
     from domain.escalation import Escalation, Recipient
@@ -115,6 +115,10 @@ KB_SUGGESTIONS = "kb-suggestions"  # articles, duplicates and a module hint from
 TICKET_TO_ARTICLE = "ticket-to-article"  # a resolution without an article drafts one
 SIGNED_SURVEYS = "signed-surveys"  # the survey goes out as a signed single-use link
 CSAT_FOLLOW_UP = "csat-follow-up"  # low scores open a recovery task, praise reaches the engineers
+# Deliveries without a regional worker go to the central worker's delivery queue, not to the queue
+# of ticket lifecycles. Not in ALL_PATCHES: asked only where a delivery leaves the regional queues
+# (a ticket without a region, or no regional worker in time), so most tickets record no marker.
+DELIVERY_QUEUE = "delivery-queue"
 # Every patch above in one marker. Each patched() call records a marker and upserts the
 # TemporalChangeVersion search attribute: two history events and a visibility write, 12 of a new
 # ticket's first 37 events (docs/performance.md). A ticket started with ALL_PATCHES records only it
@@ -1503,7 +1507,8 @@ class TicketWorkflow:
 
     async def _in_region(self, activity: Any, arg: Any, region: str | None) -> Any:
         """Run a region-facing activity on that region's queue; if no regional worker picks it up in
-        time (a region's outage, or no regional workers at all), the central queue runs it."""
+        time (a region's outage, or no regional workers at all), the central worker runs it on its
+        delivery queue, whose slots a hanging receiver may fill without holding up any ticket."""
         options = {"start_to_close_timeout": NOTIFY_TIMEOUT, "retry_policy": NOTIFY_RETRY}
         if self.regional and region:
             try:
@@ -1523,6 +1528,8 @@ class TicketWorkflow:
                 workflow.logger.warning(
                     "no %s worker picked up %s; using the central queue", region, activity
                 )
+        if self._patched(DELIVERY_QUEUE):
+            options["task_queue"] = delivery_task_queue(workflow.info().task_queue)
         return await workflow.execute_activity_method(activity, arg, **options)
 
     async def _deliver(self, activity: Any, message: Any, message_id: str, kind: str) -> None:

@@ -754,10 +754,17 @@ def crash_postgres(postgres: Postgres, down_s: float) -> Injection:
 
 
 async def under_load(
-    stack: Stack, traffic: Traffic, faults: list[tuple[float, Injection]], *, within: float = 180
+    stack: Stack,
+    traffic: Traffic,
+    faults: list[tuple[float, Injection]],
+    *,
+    within: float = 180,
+    deliveries: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the ticket stream, inject each fault `at` seconds into it (in order), wait until the desk
-    has caught up, audit it, and check what no fault may cause. Returns (injected, checked)."""
+    has caught up, audit it, and check what no fault may cause. Returns (injected, checked).
+    `deliveries=False`: notifications are still being retried when the tickets are done, so some
+    have no row yet; only duplicates are counted then."""
     flowing = asyncio.create_task(traffic())
     begun = time.monotonic()
     injected: Counter = Counter()
@@ -769,13 +776,14 @@ async def under_load(
         await flowing
     finally:
         flowing.cancel()
-    await wait_for_quiet(stack.database_url, traffic, within=within)
+    await wait_for_quiet(stack.database_url, traffic, within=within, deliveries=deliveries)
     caught_up = elapsed(last_fault)
     failed_attempts = injected.pop(FAILED_ATTEMPTS, 0) + sum((await failed_activity_attempts(stack)).values())
     counts = await audit(stack.database_url, traffic, await stack.temporal_client())
     assert stack.worker.running and stack.api.running, "the worker or the API died"
     assert not traffic.unexpected, traffic.unexpected[:5]
-    assert wrong(counts) == {}, wrong(counts)
+    unsettled = set() if deliveries else {"missing_notifications"}
+    assert {k: v for k, v in wrong(counts).items() if k not in unsettled} == {}, wrong(counts)
     summary = traffic.summary()
     assert summary["answers_5xx_other"] == 0, traffic.answers
     assert summary["answers_503_with_retry_after"] == summary["answers_503"], "a 503 without Retry-After"

@@ -10,9 +10,21 @@ import time
 from pathlib import Path
 
 import asyncpg
+import pytest
 import yaml
 
-from tests.faults.harness import REPO, Traffic, audit, elapsed, running_stack, scrape, wait_for_quiet, wrong
+from domain.directory import delivery_task_queue
+from tests.faults.harness import (
+    REPO,
+    Traffic,
+    audit,
+    elapsed,
+    running_stack,
+    scrape,
+    under_load,
+    wait_for_quiet,
+    wrong,
+)
 
 ATTEMPTS = 3
 TIMEOUT_S = 1.0
@@ -124,3 +136,59 @@ async def test_a_failing_or_hanging_endpoint_never_blocks_a_ticket(
         checked=checked,
         seconds=elapsed(started),
     )  # fmt: skip
+
+
+async def executed_on(stack, activity: str) -> dict[str, int]:
+    """Finished attempts of an activity in the worker process, by task queue."""
+    samples = await scrape(f"http://{stack.env['MERIDIAN_WORKER_METRICS_ADDRESS']}")
+    return {
+        dict(labels)["task_queue"]: int(value)
+        for (name, labels), value in samples.items()
+        if name == "temporal_activity_execution_latency_count" and dict(labels)["activity_type"] == activity
+    }
+
+
+@pytest.mark.slow
+async def test_a_receiver_that_hangs_under_volume_takes_no_slot_of_the_tickets(
+    crashable_postgres, stack_dir, webhook, fault_report
+):
+    """Every delivery hangs for its whole timeout, more of them than the regional worker has slots:
+    they queue, fall back to the central worker after the pickup timeout, and fill its delivery
+    queue's slots. The slots ticket lifecycles use (here 40) stay free: tickets are assigned,
+    answered and resolved as fast as without the fault."""
+    started = time.monotonic()
+    webhook.mode = "hang"
+    settings = {
+        "MERIDIAN_WEBHOOK_URL": webhook.url,
+        "MERIDIAN_NOTIFY_TIMEOUT": "5",
+        "MERIDIAN_DELIVERY_CONCURRENCY": "10",
+        "MERIDIAN_WORKER_MAX_CONCURRENT_ACTIVITIES": "40",
+        "MERIDIAN_REGIONAL_PICKUP_TIMEOUT": "PT5S",
+    }
+    async with running_stack(stack_dir, crashable_postgres.admin_url, **settings) as stack:
+        traffic = Traffic(stack.url, tickets=90, rate=2.0)
+        injected, checked = await under_load(stack, traffic, [], deliveries=False)
+        queue = stack.env["MERIDIAN_TASK_QUEUE"]
+        attempts = await executed_on(stack, "deliver_notification")
+    on_central = attempts.get(queue, 0)
+    on_delivery_queue = attempts.get(delivery_task_queue(queue), 0)
+    assert checked["assigned_max_s"] < 15, checked
+    assert on_central == 0, f"{on_central} deliveries took slots of the ticket lifecycles"
+    assert on_delivery_queue > 0, "nothing fell back: the regional worker was never saturated"
+    fault_report(
+        "notification endpoint hangs under volume (more deliveries than slots)",
+        injected={
+            **injected,
+            "webhook": "never answers",
+            "attempt_timeout_s": 5,
+            "delivery_slots_per_queue": 10,
+            "ticket_slots": 40,
+        },
+        checked={
+            **checked,
+            "delivery_attempts_on_regional_queue": attempts.get(f"{queue}-emea", 0),
+            "delivery_attempts_fallen_back_to_delivery_queue": on_delivery_queue,
+            "delivery_attempts_on_the_tickets_queue": on_central,
+        },
+        seconds=elapsed(started),
+    )
