@@ -6,6 +6,7 @@ MERIDIAN_FAULTS_REPORT names a file (`make faults` sets bench/results/faults.jso
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import Postgres, Webhook
+from tests.faults.harness import Postgres, Webhook, fault_run
 
 REPORTS: list[dict[str, Any]] = []
 
@@ -87,6 +88,14 @@ def crashable_postgres() -> Iterator[Postgres]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def scenario(crashable_postgres, stack_dir, webhook, fault_report):
+    """`fault_run` on the fault tests' PostgreSQL, this test's folder, webhook and report."""
+    return functools.partial(
+        fault_run, postgres=crashable_postgres, folder=stack_dir, webhook=webhook, report=fault_report
+    )
 
 
 @pytest.fixture

@@ -798,3 +798,50 @@ async def under_load(
             "caught_up_after_last_fault_s": caught_up,
         },
     )
+
+
+# The slow scenarios of `make faults`: a longer stream, and more patience for it to settle.
+LONG_STREAM = {"tickets": 120, "rate": 2.0, "within": 300}
+
+
+async def fault_run(
+    scenario: str,
+    postgres: Postgres,
+    folder: Path,
+    webhook: Webhook,
+    report: Callable[..., None],
+    *,
+    tickets: int,
+    rate: float,
+    faults: list[tuple[float, Injection]],
+    abandon: Callable[[int], bool] = lambda i: False,
+    settings: dict[str, str] | None = None,
+    deliveries: bool = True,
+    within: float = 180,
+    inspect: Callable[[Stack], Awaitable[dict[str, Any]]] | None = None,
+    expect: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """A whole scenario: the stack up, the stream with its faults (`under_load`), what `inspect`
+    reads from the stack before it stops, the test's own `expect`ations, then the report."""
+    started = time.monotonic()
+    async with running_stack(
+        folder, postgres.admin_url, MERIDIAN_WEBHOOK_URL=webhook.url, **(settings or {})
+    ) as stack:
+        traffic = Traffic(stack.url, tickets=tickets, rate=rate, abandon=abandon)
+        injected, checked = await under_load(stack, traffic, faults, within=within, deliveries=deliveries)
+        if inspect is not None:
+            checked.update(await inspect(stack))
+    checked.update(
+        {
+            "abandoned_after_503_started_by_housekeeping": len(traffic.unstarted),
+            "webhook_redeliveries": webhook.redeliveries(),
+        }
+    )
+    if any(name.startswith(("temporal_", "postgres_")) for name in injected):
+        assert checked["answers_503"] > 0, "no outage reached a client: it proves nothing"
+    if expect is not None:
+        expect(checked)
+    if settings:
+        injected["settings"] = settings
+    report(scenario, injected=injected, checked=checked, seconds=elapsed(started))
+    return checked

@@ -21,7 +21,6 @@ from tests.faults.harness import (
     elapsed,
     running_stack,
     scrape,
-    under_load,
     wait_for_quiet,
     wrong,
 )
@@ -138,57 +137,48 @@ async def test_a_failing_or_hanging_endpoint_never_blocks_a_ticket(
     )  # fmt: skip
 
 
-async def executed_on(stack, activity: str) -> dict[str, int]:
-    """Finished attempts of an activity in the worker process, by task queue."""
+async def delivery_attempts(stack) -> dict[str, int]:
+    """Finished attempts of deliver_notification in the worker process, by the queue that ran them."""
+    queue = stack.env["MERIDIAN_TASK_QUEUE"]
     samples = await scrape(f"http://{stack.env['MERIDIAN_WORKER_METRICS_ADDRESS']}")
-    return {
+    by_queue = {
         dict(labels)["task_queue"]: int(value)
         for (name, labels), value in samples.items()
-        if name == "temporal_activity_execution_latency_count" and dict(labels)["activity_type"] == activity
+        if name == "temporal_activity_execution_latency_count"
+        and dict(labels)["activity_type"] == "deliver_notification"
+    }
+    return {
+        "delivery_attempts_on_regional_queue": by_queue.get(f"{queue}-emea", 0),
+        "delivery_attempts_fallen_back_to_delivery_queue": by_queue.get(delivery_task_queue(queue), 0),
+        "delivery_attempts_on_the_tickets_queue": by_queue.get(queue, 0),
     }
 
 
+def tickets_not_held_up(checked: dict) -> None:
+    assert checked["assigned_max_s"] < 15, checked
+    assert checked["delivery_attempts_on_the_tickets_queue"] == 0, "deliveries took the tickets' slots"
+    assert checked["delivery_attempts_fallen_back_to_delivery_queue"] > 0, "the regional queue kept up"
+
+
 @pytest.mark.slow
-async def test_a_receiver_that_hangs_under_volume_takes_no_slot_of_the_tickets(
-    crashable_postgres, stack_dir, webhook, fault_report
-):
+async def test_a_receiver_that_hangs_under_volume_takes_no_slot_of_the_tickets(scenario, webhook):
     """Every delivery hangs for its whole timeout, more of them than the regional worker has slots:
     they queue, fall back to the central worker after the pickup timeout, and fill its delivery
     queue's slots. The slots ticket lifecycles use (here 40) stay free: tickets are assigned,
     answered and resolved as fast as without the fault."""
-    started = time.monotonic()
     webhook.mode = "hang"
-    settings = {
-        "MERIDIAN_WEBHOOK_URL": webhook.url,
-        "MERIDIAN_NOTIFY_TIMEOUT": "5",
-        "MERIDIAN_DELIVERY_CONCURRENCY": "10",
-        "MERIDIAN_WORKER_MAX_CONCURRENT_ACTIVITIES": "40",
-        "MERIDIAN_REGIONAL_PICKUP_TIMEOUT": "PT5S",
-    }
-    async with running_stack(stack_dir, crashable_postgres.admin_url, **settings) as stack:
-        traffic = Traffic(stack.url, tickets=90, rate=2.0)
-        injected, checked = await under_load(stack, traffic, [], deliveries=False)
-        queue = stack.env["MERIDIAN_TASK_QUEUE"]
-        attempts = await executed_on(stack, "deliver_notification")
-    on_central = attempts.get(queue, 0)
-    on_delivery_queue = attempts.get(delivery_task_queue(queue), 0)
-    assert checked["assigned_max_s"] < 15, checked
-    assert on_central == 0, f"{on_central} deliveries took slots of the ticket lifecycles"
-    assert on_delivery_queue > 0, "nothing fell back: the regional worker was never saturated"
-    fault_report(
-        "notification endpoint hangs under volume (more deliveries than slots)",
-        injected={
-            **injected,
-            "webhook": "never answers",
-            "attempt_timeout_s": 5,
-            "delivery_slots_per_queue": 10,
-            "ticket_slots": 40,
+    await scenario(
+        "notification endpoint hangs under volume (10 delivery slots per queue, 40 for tickets)",
+        tickets=90,
+        rate=2.0,
+        faults=[],
+        settings={
+            "MERIDIAN_NOTIFY_TIMEOUT": "5",
+            "MERIDIAN_DELIVERY_CONCURRENCY": "10",
+            "MERIDIAN_WORKER_MAX_CONCURRENT_ACTIVITIES": "40",
+            "MERIDIAN_REGIONAL_PICKUP_TIMEOUT": "PT5S",
         },
-        checked={
-            **checked,
-            "delivery_attempts_on_regional_queue": attempts.get(f"{queue}-emea", 0),
-            "delivery_attempts_fallen_back_to_delivery_queue": on_delivery_queue,
-            "delivery_attempts_on_the_tickets_queue": on_central,
-        },
-        seconds=elapsed(started),
+        deliveries=False,  # still being retried when the tickets are done
+        inspect=delivery_attempts,
+        expect=tickets_not_held_up,
     )
