@@ -78,8 +78,15 @@ async def test_a_failing_or_hanging_endpoint_never_blocks_a_ticket(
     notifications = len(rows)
     attempts = webhook.attempts()
     # Retried with backoff: each delivery was POSTed ATTEMPTS times, further and further apart.
+    # Never sooner than the backoff allows (timer precision aside); how far apart they came is
+    # reported, as a loaded machine adds its own delays.
     gaps = [[b - a for a, b in itertools.pairwise(times)] for times in attempts.values()]
-    grows = sum(1 for g in gaps if len(g) == ATTEMPTS - 1 and g[-1] > g[0] + 0.5)
+    spaced = sum(
+        1
+        for g in gaps
+        if len(g) == ATTEMPTS - 1
+        and all(gap >= wait - 0.05 for gap, wait in zip(g, RETRY_BACKOFF_S, strict=True))
+    )
     # Recorded as failed: the log row, the ticket's timeline, the gauge and the alert's metric.
     failed_rows = [r for r in rows if r["status"] == "failed" and r["attempts"] == ATTEMPTS]
     timed_out = [r for r in failed_rows if "Timeout" in (r["last_error"] or "")]
@@ -100,7 +107,10 @@ async def test_a_failing_or_hanging_endpoint_never_blocks_a_ticket(
         "notifications": notifications,
         "deliveries_posted": sum(len(v) for v in attempts.values()),
         "pending_when_every_ticket_was_resolved": pending_after_lives,
-        "deliveries_with_growing_backoff": grows,
+        "deliveries_spaced_by_the_backoff": spaced,
+        "mean_gaps_between_attempts_s": [
+            round(statistics.mean(g[i] for g in gaps), 2) for i in range(ATTEMPTS - 1)
+        ],
         "recorded_failed_after_3_attempts": len(failed_rows),
         "answered_500": len(answered_500),
         "timed_out": len(timed_out),
@@ -121,7 +131,7 @@ async def test_a_failing_or_hanging_endpoint_never_blocks_a_ticket(
     assert notifications == tickets + tickets // 2  # an assignment each, a customer message every other
     assert pending_after_lives > 0, "the deliveries were over before the tickets: nothing was shown"
     assert len(attempts) == notifications and all(len(v) == ATTEMPTS for v in attempts.values())
-    assert grows == notifications
+    assert spaced == notifications
     assert len(failed_rows) == notifications
     assert len(answered_500) == notifications // 2 and len(timed_out) == notifications // 2
     assert all(f"gave up after {ATTEMPTS} attempts" in r["last_error"] for r in failed_rows)
