@@ -42,7 +42,7 @@ bench-kpis: $(STAMP)
 	$(VENV)/bin/python bench/kpis.py --tickets 1000000
 
 # Fault injection under a stream of tickets: worker SIGKILLs, Temporal and PostgreSQL outages, a
-# failing webhook; the slow runs too (~6 min). Counts go to bench/results/faults.json.
+# failing webhook; the slow runs too (~8 min). Counts go to bench/results/faults.json.
 faults: $(STAMP)
 	MERIDIAN_FAULTS_REPORT=bench/results/faults.json $(VENV)/bin/pytest tests/faults -m "slow or not slow"
 

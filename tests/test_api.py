@@ -165,6 +165,8 @@ async def test_a_ticket_lives_its_whole_life_through_the_api(api):
     assert reply["region"] == "emea"
 
     handle = api.client.get_workflow_handle(ticket_workflow_id(ticket_id))
+    # `closed` is projected before the run settles its last deliveries and returns: wait for it.
+    await asyncio.wait_for(handle.result(), 20)
     assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
     await replay_and_maybe_record(api, ticket_id, "lifecycle")
 
