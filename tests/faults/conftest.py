@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -87,7 +88,8 @@ def crashable_postgres() -> Iterator[Postgres]:
     try:
         yield server
     finally:
-        server.close()
+        server.close()  # stops it and deletes its data
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
