@@ -232,8 +232,12 @@ async def test_a_similar_open_ticket_of_the_same_customer_is_linked(kb_api):
         and link["kind"] == "possible_duplicate"
         and link["similarity"] >= 0.93
     )
-    events = await api.timeline(second["id"])
-    assert any(e["kind"] == "possible_duplicates" and e["internal"] for e in events)
+
+    async def noted() -> bool:  # the link is written by the activity, the note when it is projected
+        events = await api.timeline(second["id"])
+        return any(e["kind"] == "possible_duplicates" and e["internal"] for e in events)
+
+    assert await eventually(noted)
     await api.wait_for(other["id"], lambda t: t["status"] in ("open", "queued"))
     assert (await api.http.get(f"/v1/tickets/{other['id']}/links", headers=api.admin)).json() == []
 
