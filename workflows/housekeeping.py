@@ -9,6 +9,7 @@ whose signal was lost and starts workflows for tickets whose start failed.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -66,30 +67,15 @@ class HousekeepingWorkflow:
             started = 0
         # Options of the long chores (keyword arguments for execute_activity_method).
         beats = {"heartbeat_timeout": CHORE_HEARTBEAT} if workflow.patched(CHORE_HEARTBEATS) else {}
-        embedded = 0
+        embedded = kpi_days = 0
         if workflow.patched(EMBEDDING_SWEEP):
-            try:
-                embedded = await workflow.execute_activity_method(
-                    EmbeddingActivities.embed_pending_translations,
-                    SWEEP_BATCH,
-                    start_to_close_timeout=timedelta(minutes=3),
-                    retry_policy=CHORE_RETRY,
-                    **beats,
-                )
-            except ActivityError:
-                workflow.logger.exception("embedding sweep failed; the next run tries again")
-        kpi_days = 0
+            embedded = await _long_chore(
+                "embedding sweep", EmbeddingActivities.embed_pending_translations, SWEEP_BATCH, 3, beats
+            )
         if workflow.patched(KPI_REFRESH):
-            try:
-                kpi_days = await workflow.execute_activity_method(
-                    ProjectionActivities.refresh_kpi_rollups,
-                    KPI_REFRESH_DAYS,
-                    start_to_close_timeout=timedelta(minutes=5),
-                    retry_policy=CHORE_RETRY,
-                    **beats,
-                )
-            except ActivityError:
-                workflow.logger.exception("KPI rollup refresh failed; the next run tries again")
+            kpi_days = await _long_chore(
+                "KPI rollup refresh", ProjectionActivities.refresh_kpi_rollups, KPI_REFRESH_DAYS, 5, beats
+            )
         return HousekeepingReport(
             offered=dispatched.offered,
             resent=dispatched.resent,
@@ -97,3 +83,18 @@ class HousekeepingWorkflow:
             embedded=embedded,
             kpi_days=kpi_days,
         )
+
+
+async def _long_chore(name: str, activity: Any, arg: int, minutes: int, options: dict[str, Any]) -> int:
+    """A chore whose failure only waits for the next run (which tries again): its count, or 0."""
+    try:
+        return await workflow.execute_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=timedelta(minutes=minutes),
+            retry_policy=CHORE_RETRY,
+            **options,
+        )
+    except ActivityError:
+        workflow.logger.exception("%s failed; the next run tries again", name)
+        return 0
